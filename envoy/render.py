@@ -1,0 +1,137 @@
+"""Renders Envoy bootstrap configs (JSON) for Tollgate: the demo run, the
+end-to-end tests and the bench all build their Envoy from these functions, so
+what is tested is what is run.
+
+Usage as a script: python3 envoy/render.py OUT.json --port P --admin-port A
+  --upstream-port U --wasm PATH --plugin-config FILE [--no-hold] [--sidecar-port S]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+
+HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+ROUTER = {"name": "envoy.filters.http.router",
+          "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+SINK_LISTENER = "tollgate_token_sink"
+
+
+def wasm_filter(wasm_path: str, plugin_config: dict, *, hold: bool = True, vm_id: str = "tollgate") -> dict:
+    """The Tollgate HTTP filter. `hold` pairs the plugin's
+    hold_token_request_headers with Envoy's allow_on_headers_stop_iteration
+    (Envoy >= 1.35); without it the plugin buffers the body and lets the
+    headers through to the token sink route."""
+    plugin_config = dict(plugin_config, hold_token_request_headers=hold)
+    config = {
+        "name": "tollgate",
+        "root_id": "tollgate",
+        "vm_config": {
+            "vm_id": vm_id,
+            "runtime": "envoy.wasm.runtime.v8",
+            "code": {"local": {"filename": str(wasm_path)}},
+        },
+        "configuration": {
+            "@type": "type.googleapis.com/google.protobuf.StringValue",
+            "value": json.dumps(plugin_config),
+        },
+        "failure_policy": "FAIL_CLOSED",
+    }
+    if hold:
+        config["allow_on_headers_stop_iteration"] = True
+    return {"name": "envoy.filters.http.wasm",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                             "config": config}}
+
+
+def hcm(stat_prefix: str, routes: list, filters: list) -> dict:
+    return {"name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": HCM,
+                "stat_prefix": stat_prefix,
+                # The guard matches path prefixes: hand it normalised paths,
+                # and refuse encoded slashes outright.
+                "normalize_path": True,
+                "merge_slashes": True,
+                "path_with_escaped_slashes_action": "REJECT_REQUEST",
+                "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]},
+                "http_filters": filters + [ROUTER],
+            }}
+
+
+def listener(name: str, port: int, routes: list, filters: list) -> dict:
+    return {"name": name,
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+            "filter_chains": [{"filters": [hcm(name, routes, filters)]}]}
+
+
+def cluster(name: str, port: int, *, timeout: str = "5s") -> dict:
+    return {"name": name, "type": "STATIC", "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}}
+
+
+def token_sink() -> tuple[dict, dict]:
+    """An internal listener that waits for the whole request (buffer filter),
+    then answers 404. Token requests are routed here so that, on hosts that
+    cannot hold headers, their headers still never reach a real upstream;
+    the filter answers before the body completes, so the sink never does."""
+    lst = {
+        "name": SINK_LISTENER,
+        "internal_listener": {},
+        "filter_chains": [{"filters": [hcm(SINK_LISTENER, [
+            {"match": {"prefix": "/"},
+             "direct_response": {"status": 404, "body": {"inline_string": "{\"error\":\"not_found\"}"}}}],
+            [{"name": "envoy.filters.http.buffer",
+              "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+                               "max_request_bytes": 1048576}}])]}],
+    }
+    cl = {"name": SINK_LISTENER, "connect_timeout": "1s",
+          "load_assignment": {"cluster_name": SINK_LISTENER, "endpoints": [{"lb_endpoints": [
+              {"endpoint": {"address": {"envoy_internal_address": {"server_listener_name": SINK_LISTENER}}}}]}]}}
+    return lst, cl
+
+
+def bootstrap(admin_port: int, listeners: list, clusters: list) -> dict:
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "bootstrap_extensions": [{"name": "envoy.bootstrap.internal_listener", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener"}}],
+        "static_resources": {"listeners": listeners, "clusters": clusters},
+    }
+
+
+def gateway(*, port: int, admin_port: int, upstream_port: int, wasm_path: str, plugin_config: dict,
+            hold: bool = True, sidecar_port: int | None = None, token_path: str = "/oauth2/token") -> dict:
+    """The product: one listener with Tollgate in front of the upstream."""
+    sink_listener, sink_cluster = token_sink()
+    routes = [
+        {"match": {"path": token_path}, "route": {"cluster": SINK_LISTENER, "timeout": "30s"}},
+        {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}},
+    ]
+    clusters = [cluster("upstream", upstream_port), sink_cluster]
+    if sidecar_port is not None:
+        clusters.append(cluster("tollgate_sidecar", sidecar_port))
+    main = listener("tollgate", port, routes, [wasm_filter(wasm_path, plugin_config, hold=hold)])
+    return bootstrap(admin_port, [main, sink_listener], clusters)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("out")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--admin-port", type=int, required=True)
+    ap.add_argument("--upstream-port", type=int, required=True)
+    ap.add_argument("--wasm", required=True)
+    ap.add_argument("--plugin-config", required=True, help="JSON file with the plugin configuration")
+    ap.add_argument("--no-hold", action="store_true", help="do not rely on allow_on_headers_stop_iteration")
+    ap.add_argument("--sidecar-port", type=int)
+    a = ap.parse_args()
+    cfg = gateway(port=a.port, admin_port=a.admin_port, upstream_port=a.upstream_port, wasm_path=a.wasm,
+                  plugin_config=json.loads(pathlib.Path(a.plugin_config).read_text()), hold=not a.no_hold,
+                  sidecar_port=a.sidecar_port)
+    pathlib.Path(a.out).write_text(json.dumps(cfg, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,337 @@
+//! The plugin configuration (the Envoy Wasm filter's `configuration` JSON),
+//! parsed and validated once in `on_configure`. Unknown fields are refused so
+//! a typo cannot silently fall back to a default; every error names its field.
+
+use std::fmt;
+use std::rc::Rc;
+
+use serde::Deserialize;
+
+use crate::path;
+use crate::profile::{ProfileRecord, ProfileSet};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    token_path: String,
+    token_lifetime_seconds: u64,
+    clock_leeway_seconds: u64,
+    public_paths: Vec<String>,
+    identity_headers: RawIdentityHeaders,
+    keep_authorization: bool,
+    realm: String,
+    max_token_request_bytes: usize,
+    hold_token_request_headers: bool,
+    verified_token_cache_size: usize,
+    profiles: Option<Vec<ProfileRecord>>,
+    sidecar: Option<RawSidecar>,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            token_path: "/oauth2/token".into(),
+            token_lifetime_seconds: 3600,
+            clock_leeway_seconds: 30,
+            public_paths: Vec::new(),
+            identity_headers: RawIdentityHeaders::default(),
+            keep_authorization: false,
+            realm: "tollgate".into(),
+            max_token_request_bytes: 16 * 1024,
+            hold_token_request_headers: false,
+            verified_token_cache_size: 4096,
+            profiles: None,
+            sidecar: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawIdentityHeaders {
+    client_id: String,
+    profile_id: String,
+}
+
+impl Default for RawIdentityHeaders {
+    fn default() -> Self {
+        Self { client_id: "x-tollgate-client-id".into(), profile_id: "x-tollgate-profile-id".into() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSidecar {
+    cluster: String,
+    #[serde(default = "default_authority")]
+    authority: String,
+    #[serde(default)]
+    data_token: String,
+    #[serde(default = "default_poll_wait")]
+    long_poll_seconds: u64,
+    #[serde(default)]
+    max_staleness_seconds: Option<u64>,
+}
+
+fn default_authority() -> String {
+    "tollgate-sidecar".into()
+}
+
+fn default_poll_wait() -> u64 {
+    25
+}
+
+/// Where profiles come from when the sidecar is in use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SidecarConfig {
+    /// Envoy cluster name for `dispatch_http_call`.
+    pub cluster: String,
+    pub authority: String,
+    pub data_token: String,
+    pub long_poll_seconds: u64,
+    /// Refuse (503) when the last successful sync is older than this.
+    pub max_staleness_seconds: Option<u64>,
+}
+
+#[derive(Debug)]
+pub struct Config {
+    pub token_path: String,
+    pub token_lifetime: u64,
+    pub leeway: u64,
+    pub public_paths: Vec<String>,
+    pub client_id_header: String,
+    pub profile_id_header: String,
+    pub keep_authorization: bool,
+    pub realm: String,
+    pub max_body_bytes: usize,
+    /// Return Pause from the request headers of token requests. Needs the
+    /// host's `allow_on_headers_stop_iteration: true` (Envoy >= 1.35); without
+    /// it the host turns Pause into "stop all" and the body never arrives.
+    pub hold_token_request_headers: bool,
+    pub cache_size: usize,
+    pub static_profiles: Option<Rc<ProfileSet>>,
+    pub sidecar: Option<SidecarConfig>,
+}
+
+/// A refused configuration: the field (a JSON path) and the problem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid tollgate configuration: {}: {}", self.field, self.problem)
+    }
+}
+
+fn err(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError { field: field.into(), problem: problem.into() }
+}
+
+fn is_header_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+        && !s.starts_with(':')
+}
+
+impl Config {
+    pub fn parse(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let raw: RawConfig = if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+            RawConfig::default()
+        } else {
+            let de = &mut serde_json::Deserializer::from_slice(bytes);
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                let field = e.path().to_string();
+                let field = if field == "." { "(document)".to_owned() } else { field };
+                err(field, e.into_inner().to_string())
+            })?
+        };
+        if !raw.token_path.starts_with('/') || path::is_ambiguous(&raw.token_path) || raw.token_path.contains('?') {
+            return Err(err("token_path", "must be an absolute path without query, '..' or '//'"));
+        }
+        if !(60..=86_400).contains(&raw.token_lifetime_seconds) {
+            return Err(err("token_lifetime_seconds", "must be between 60 and 86400"));
+        }
+        if raw.clock_leeway_seconds > 300 {
+            return Err(err("clock_leeway_seconds", "must be at most 300"));
+        }
+        for (i, p) in raw.public_paths.iter().enumerate() {
+            if !p.starts_with('/') || path::is_ambiguous(p) || p.contains('?') {
+                return Err(err(format!("public_paths[{i}]"), "must be an absolute path without query, '..' or '//'"));
+            }
+            if *p == raw.token_path {
+                return Err(err(format!("public_paths[{i}]"), "must not be the token path"));
+            }
+        }
+        for (field, name) in [
+            ("identity_headers.client_id", &raw.identity_headers.client_id),
+            ("identity_headers.profile_id", &raw.identity_headers.profile_id),
+        ] {
+            if !is_header_name(name) || name == "authorization" || name == "host" {
+                return Err(err(field, "must be a lower-case header name other than authorization or host"));
+            }
+        }
+        if raw.identity_headers.client_id == raw.identity_headers.profile_id {
+            return Err(err("identity_headers", "client_id and profile_id must be different headers"));
+        }
+        if raw.realm.is_empty()
+            || raw.realm.len() > 128
+            || !raw.realm.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+            || raw.realm.contains(['"', '\\'])
+        {
+            return Err(err("realm", "must be 1 to 128 printable ASCII characters without quotes or backslashes"));
+        }
+        if !(256..=1024 * 1024).contains(&raw.max_token_request_bytes) {
+            return Err(err("max_token_request_bytes", "must be between 256 and 1048576"));
+        }
+        if !(1..=1_000_000).contains(&raw.verified_token_cache_size) {
+            return Err(err("verified_token_cache_size", "must be between 1 and 1000000"));
+        }
+        let static_profiles = match &raw.profiles {
+            None => None,
+            Some(records) => Some(Rc::new(
+                ProfileSet::from_records(records).map_err(|(i, e)| err(format!("profiles[{i}]"), e.to_string()))?,
+            )),
+        };
+        let sidecar = match raw.sidecar {
+            None => None,
+            Some(s) => {
+                if s.cluster.is_empty() {
+                    return Err(err("sidecar.cluster", "must name an Envoy cluster"));
+                }
+                if s.data_token.len() < 16 || !s.data_token.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(err("sidecar.data_token", "must be at least 16 visible ASCII characters"));
+                }
+                if !(1..=55).contains(&s.long_poll_seconds) {
+                    return Err(err("sidecar.long_poll_seconds", "must be between 1 and 55"));
+                }
+                if s.max_staleness_seconds == Some(0) {
+                    return Err(err("sidecar.max_staleness_seconds", "must be positive when set"));
+                }
+                Some(SidecarConfig {
+                    cluster: s.cluster,
+                    authority: s.authority,
+                    data_token: s.data_token,
+                    long_poll_seconds: s.long_poll_seconds,
+                    max_staleness_seconds: s.max_staleness_seconds,
+                })
+            }
+        };
+        if static_profiles.is_some() && sidecar.is_some() {
+            return Err(err("profiles", "set either a static profiles list or a sidecar, not both"));
+        }
+        if static_profiles.is_none() && sidecar.is_none() {
+            return Err(err("profiles", "set a static profiles list or a sidecar"));
+        }
+        Ok(Self {
+            token_path: raw.token_path,
+            token_lifetime: raw.token_lifetime_seconds,
+            leeway: raw.clock_leeway_seconds,
+            public_paths: raw.public_paths,
+            client_id_header: raw.identity_headers.client_id,
+            profile_id_header: raw.identity_headers.profile_id,
+            keep_authorization: raw.keep_authorization,
+            realm: raw.realm,
+            max_body_bytes: raw.max_token_request_bytes,
+            hold_token_request_headers: raw.hold_token_request_headers,
+            cache_size: raw.verified_token_cache_size,
+            static_profiles,
+            sidecar,
+        })
+    }
+
+    pub fn is_public(&self, request_path: &str) -> bool {
+        self.public_paths.iter().any(|p| path::matches_public(request_path, p))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+    use crate::profile::tests::record;
+
+    pub fn static_config(extra: serde_json::Value) -> Config {
+        let mut v = serde_json::json!({
+            "profiles": [
+                {
+                    "id": record(1).id, "client_id": record(1).client_id,
+                    "client_secret_sha256": record(1).client_secret_sha256,
+                    "kid": record(1).kid, "signing_key": record(1).signing_key,
+                    "allowed_prefixes": ["/sales/"]
+                }
+            ]
+        });
+        if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+            for (k, val) in e {
+                o.insert(k.clone(), val.clone());
+            }
+        }
+        Config::parse(v.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = static_config(serde_json::json!({}));
+        assert_eq!(c.token_path, "/oauth2/token");
+        assert_eq!(c.token_lifetime, 3600);
+        assert_eq!(c.client_id_header, "x-tollgate-client-id");
+        assert_eq!(c.profile_id_header, "x-tollgate-profile-id");
+        assert!(!c.keep_authorization);
+        assert_eq!(c.static_profiles.as_ref().unwrap().len(), 1);
+    }
+
+    fn refused(json: &str) -> ConfigError {
+        Config::parse(json.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert!(refused(r#"{"tokn_path":"/x","profiles":[]}"#).problem.contains("unknown field `tokn_path`"));
+        assert_eq!(refused(r#"{"token_path":"x","profiles":[]}"#).field, "token_path");
+        assert_eq!(refused(r#"{"token_lifetime_seconds":5,"profiles":[]}"#).field, "token_lifetime_seconds");
+        assert_eq!(refused(r#"{"public_paths":["/a","b"],"profiles":[]}"#).field, "public_paths[1]");
+        assert_eq!(
+            refused(r#"{"identity_headers":{"client_id":"X-Bad"},"profiles":[]}"#).field,
+            "identity_headers.client_id"
+        );
+        assert_eq!(refused(r#"{"realm":"a\"b","profiles":[]}"#).field, "realm");
+        assert_eq!(refused(r#"{"max_token_request_bytes":1,"profiles":[]}"#).field, "max_token_request_bytes");
+        assert_eq!(refused(r#"{}"#).field, "profiles");
+        let e = refused(r#"{"token_lifetime_seconds":"x"}"#);
+        assert_eq!(e.field, "token_lifetime_seconds");
+        assert!(e.problem.contains("invalid type"));
+        let e = refused(r#"{"profiles":[{"id":"x"}]}"#);
+        assert_eq!(e.field, "profiles[0]");
+        assert!(e.problem.contains("missing field `client_id`"));
+        assert_eq!(refused(r#"{"identity_headers":{"clientid":"a"}}"#).field, "identity_headers.clientid");
+        assert!(refused("not json").to_string().starts_with("invalid tollgate configuration"));
+        let bad = serde_json::json!({"profiles":[{"id":"x","client_id":"c","client_secret_sha256":"","kid":"","signing_key":"","allowed_prefixes":["/"]}]});
+        let e = refused(&bad.to_string());
+        assert_eq!(e.field, "profiles[0]");
+        assert!(e.problem.starts_with("id:"));
+        let e = refused(r#"{"sidecar":{"cluster":"c","data_token":"short"}}"#);
+        assert_eq!(e.field, "sidecar.data_token");
+    }
+
+    #[test]
+    fn sidecar_config() {
+        let c = Config::parse(br#"{"sidecar":{"cluster":"sc","data_token":"0123456789abcdef0123"}}"#).unwrap();
+        let s = c.sidecar.unwrap();
+        assert_eq!((s.cluster.as_str(), s.long_poll_seconds, s.max_staleness_seconds), ("sc", 25, None));
+        assert!(c.static_profiles.is_none());
+    }
+
+    #[test]
+    fn public_paths() {
+        let c = static_config(serde_json::json!({"public_paths": ["/healthz", "/docs/"]}));
+        assert!(c.is_public("/healthz"));
+        assert!(c.is_public("/docs/a"));
+        assert!(!c.is_public("/docs"));
+        assert!(!c.is_public("/docs/../sales/x"));
+    }
+}

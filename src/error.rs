@@ -1,0 +1,102 @@
+//! The two error vocabularies the filter speaks: RFC 6749 §5.2 at the token
+//! endpoint and RFC 6750 §3 at the bearer guard. Each variant knows its status,
+//! its registered error code and its challenge; descriptions are fixed strings
+//! so no client input (let alone a secret) is ever echoed back or logged.
+
+/// A token endpoint failure (RFC 6749 §5.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenError {
+    /// Anything but POST. 405 with `Allow: POST`.
+    MethodNotAllowed,
+    /// Malformed, ambiguous or unsupported request (400).
+    InvalidRequest(&'static str),
+    /// Body larger than the configured limit (413, still `invalid_request`).
+    BodyTooLarge,
+    /// `grant_type` present but not `client_credentials` (400).
+    UnsupportedGrantType,
+    /// Client authentication failed (401). `basic` says whether the client
+    /// tried HTTP Basic, which earns a `WWW-Authenticate: Basic` challenge.
+    InvalidClient { description: &'static str, basic: bool },
+    /// No profile snapshot, or it is too old: refuse rather than mint on
+    /// unknown data (503).
+    Unavailable(&'static str),
+}
+
+impl TokenError {
+    pub fn status(&self) -> u32 {
+        match self {
+            Self::MethodNotAllowed => 405,
+            Self::InvalidRequest(_) | Self::UnsupportedGrantType => 400,
+            Self::BodyTooLarge => 413,
+            Self::InvalidClient { .. } => 401,
+            Self::Unavailable(_) => 503,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MethodNotAllowed | Self::InvalidRequest(_) | Self::BodyTooLarge => "invalid_request",
+            Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::InvalidClient { .. } => "invalid_client",
+            Self::Unavailable(_) => "temporarily_unavailable",
+        }
+    }
+
+    pub fn description(&self) -> &'static str {
+        match self {
+            Self::MethodNotAllowed => "the token endpoint accepts only POST",
+            Self::InvalidRequest(d) | Self::InvalidClient { description: d, .. } | Self::Unavailable(d) => d,
+            Self::BodyTooLarge => "the request body exceeds the configured limit",
+            Self::UnsupportedGrantType => "only grant_type=client_credentials is supported",
+        }
+    }
+}
+
+/// A bearer guard failure (RFC 6750 §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BearerError {
+    /// No bearer credentials at all: 401 with a bare challenge (§3.1 says no
+    /// error code in that case).
+    Missing,
+    /// Present but unusable: malformed, wrong algorithm, unknown key, bad
+    /// signature, expired, not yet valid, revoked (401).
+    InvalidToken(&'static str),
+    /// Valid token, but the path is outside the profile's allowed prefixes (403).
+    InsufficientScope,
+    /// No profile snapshot, or it is too old (503).
+    Unavailable(&'static str),
+}
+
+impl BearerError {
+    pub fn status(&self) -> u32 {
+        match self {
+            Self::Missing | Self::InvalidToken(_) => 401,
+            Self::InsufficientScope => 403,
+            Self::Unavailable(_) => 503,
+        }
+    }
+
+    /// The code in the JSON body. `Missing` has no RFC 6750 code; the body
+    /// still needs one, and the challenge omits it as §3.1 asks.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Missing => "unauthorized",
+            Self::InvalidToken(_) => "invalid_token",
+            Self::InsufficientScope => "insufficient_scope",
+            Self::Unavailable(_) => "temporarily_unavailable",
+        }
+    }
+
+    pub fn description(&self) -> &'static str {
+        match self {
+            Self::Missing => "a bearer access token is required",
+            Self::InvalidToken(d) | Self::Unavailable(d) => d,
+            Self::InsufficientScope => "the access token does not grant access to this path",
+        }
+    }
+
+    /// Whether the `WWW-Authenticate` challenge carries `error=`.
+    pub fn challenge_has_error(&self) -> bool {
+        matches!(self, Self::InvalidToken(_) | Self::InsufficientScope)
+    }
+}

@@ -1,0 +1,392 @@
+//! One HTTP request's path through the filter, written against a small host
+//! trait so the whole decision logic runs natively against a fake host. The
+//! proxy-wasm layer (`host`) implements [`RequestHost`] with real hostcalls.
+
+use std::rc::Rc;
+
+use crate::config::Config;
+use crate::error::{BearerError, TokenError};
+use crate::guard::{self, VerifiedCache};
+use crate::media_type::BodyFormat;
+use crate::path;
+use crate::profile::ProfileSet;
+use crate::response::LocalResponse;
+use crate::token_endpoint;
+use crate::token_request::{self, RequestHead};
+
+/// What the host offers a request. Reads are by name; the profile set comes
+/// with its generation (see [`guard`]) or the reason none is usable.
+pub trait RequestHost {
+    fn request_header(&self, name: &str) -> Option<String>;
+    fn set_request_header(&mut self, name: &str, value: Option<&str>);
+    fn request_body(&self, size: usize) -> Option<Vec<u8>>;
+    fn respond(&mut self, response: LocalResponse);
+    fn now_secs(&self) -> u64;
+    fn jti(&mut self) -> [u8; 16];
+    fn profiles(&mut self) -> Result<(Rc<ProfileSet>, u64), &'static str>;
+    /// Outcome logging. Callers never pass secrets or tokens.
+    fn log(&self, message: &str);
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Continue,
+    Pause,
+}
+
+#[derive(Debug, Default)]
+struct OwnedHead {
+    method: String,
+    path: String,
+    content_type: Option<String>,
+    authorization: Option<String>,
+}
+
+impl OwnedHead {
+    fn view(&self) -> RequestHead<'_> {
+        RequestHead {
+            method: &self.method,
+            path: &self.path,
+            content_type: self.content_type.as_deref(),
+            authorization: self.authorization.as_deref(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+enum State {
+    #[default]
+    Headers,
+    /// A token request waiting for the rest of its body.
+    TokenBody { head: OwnedHead, format: BodyFormat },
+    /// Answered locally: nothing more goes upstream.
+    Answered,
+    /// Authorized or public: the filter is out of the way.
+    Passed,
+}
+
+#[derive(Debug, Default)]
+pub struct RequestFlow {
+    state: State,
+}
+
+impl RequestFlow {
+    pub fn on_request_headers(
+        &mut self,
+        host: &mut impl RequestHost,
+        cfg: &Config,
+        cache: &mut VerifiedCache,
+        end_of_stream: bool,
+    ) -> Action {
+        let path = host.request_header(":path").unwrap_or_default();
+        if path::strip_query(&path) == cfg.token_path {
+            return self.token_headers(host, cfg, path, end_of_stream);
+        }
+        // Identity headers are ours alone: drop client-sent copies everywhere.
+        host.set_request_header(&cfg.client_id_header, None);
+        host.set_request_header(&cfg.profile_id_header, None);
+        if cfg.is_public(&path) {
+            self.state = State::Passed;
+            return Action::Continue;
+        }
+        let outcome = host.profiles().map_err(BearerError::Unavailable).and_then(|(set, generation)| {
+            let auth = host.request_header("authorization");
+            let now = host.now_secs();
+            guard::authorize(auth.as_deref(), &path, &set, generation, now, cfg.leeway, cache)
+        });
+        match outcome {
+            Ok(profile) => {
+                host.set_request_header(&cfg.client_id_header, Some(&profile.client_id));
+                host.set_request_header(&cfg.profile_id_header, Some(&profile.id));
+                if !cfg.keep_authorization {
+                    host.set_request_header("authorization", None);
+                }
+                self.state = State::Passed;
+                Action::Continue
+            }
+            Err(e) => {
+                host.log(&format!("bearer refused: {} {}: {}", e.status(), e.code(), e.description()));
+                self.answer(host, LocalResponse::bearer_error(e, &cfg.realm))
+            }
+        }
+    }
+
+    pub fn on_request_body(
+        &mut self,
+        host: &mut impl RequestHost,
+        cfg: &Config,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Action {
+        match &self.state {
+            State::Answered => Action::Pause,
+            State::Headers | State::Passed => Action::Continue,
+            State::TokenBody { .. } if body_size > cfg.max_body_bytes => {
+                self.token_error(host, cfg, TokenError::BodyTooLarge)
+            }
+            // Buffer until the whole body is here; nothing goes upstream.
+            State::TokenBody { .. } if !end_of_stream => Action::Pause,
+            State::TokenBody { .. } => {
+                let body = host.request_body(body_size).unwrap_or_default();
+                self.finish_token(host, cfg, &body)
+            }
+        }
+    }
+
+    fn token_headers(
+        &mut self,
+        host: &mut impl RequestHost,
+        cfg: &Config,
+        path: String,
+        end_of_stream: bool,
+    ) -> Action {
+        let head = OwnedHead {
+            method: host.request_header(":method").unwrap_or_default(),
+            path,
+            content_type: host.request_header("content-type"),
+            authorization: host.request_header("authorization"),
+        };
+        let format = match token_request::check_head(&head.view()) {
+            Ok(f) => f,
+            Err(e) => return self.token_error(host, cfg, e),
+        };
+        let declared = host.request_header("content-length").and_then(|l| l.trim().parse::<usize>().ok());
+        if declared.is_some_and(|l| l > cfg.max_body_bytes) {
+            return self.token_error(host, cfg, TokenError::BodyTooLarge);
+        }
+        self.state = State::TokenBody { head, format };
+        if end_of_stream {
+            return self.finish_token(host, cfg, &[]);
+        }
+        if cfg.hold_token_request_headers {
+            Action::Pause
+        } else {
+            // The headers move on (to a local sink route) while the body is
+            // buffered here; the credentials are not among them.
+            host.set_request_header("authorization", None);
+            Action::Continue
+        }
+    }
+
+    fn finish_token(&mut self, host: &mut impl RequestHost, cfg: &Config, body: &[u8]) -> Action {
+        let State::TokenBody { head, format } = std::mem::take(&mut self.state) else {
+            return Action::Continue;
+        };
+        let outcome = token_request::parse(&head.view(), &format, body).and_then(|creds| {
+            let (set, _) = host.profiles().map_err(TokenError::Unavailable)?;
+            let jti = host.jti();
+            let token = token_endpoint::issue(&creds, &set, host.now_secs(), cfg.token_lifetime, &jti)?;
+            Ok((token, creds.client_id))
+        });
+        match outcome {
+            Ok((token, client_id)) => {
+                host.log(&format!("token issued to client {}", sanitize(&client_id)));
+                self.answer(host, LocalResponse::token(&token, cfg.token_lifetime))
+            }
+            Err(e) => self.token_error(host, cfg, e),
+        }
+    }
+
+    fn token_error(&mut self, host: &mut impl RequestHost, cfg: &Config, e: TokenError) -> Action {
+        host.log(&format!("token refused: {} {}: {}", e.status(), e.code(), e.description()));
+        self.answer(host, LocalResponse::token_error(e, &cfg.realm))
+    }
+
+    fn answer(&mut self, host: &mut impl RequestHost, response: LocalResponse) -> Action {
+        host.respond(response);
+        self.state = State::Answered;
+        Action::Pause
+    }
+}
+
+/// Client ids are identifiers, not secrets, but they arrive from the network:
+/// keep log lines single-line and short.
+fn sanitize(s: &str) -> String {
+    s.chars().take(64).map(|c| if c.is_ascii_graphic() { c } else { '?' }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+    use crate::b64;
+    use crate::config::tests::static_config;
+    use crate::profile::tests::record;
+
+    /// A fake host: a header map, a body, and what the filter did.
+    #[derive(Default)]
+    struct Fake {
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        response: Option<LocalResponse>,
+        now: u64,
+        counter: u8,
+        unavailable: bool,
+        set: Option<Rc<ProfileSet>>,
+    }
+
+    impl RequestHost for Fake {
+        fn request_header(&self, name: &str) -> Option<String> {
+            self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+        }
+        fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+            self.headers.retain(|(n, _)| n != name);
+            if let Some(v) = value {
+                self.headers.push((name.into(), v.into()));
+            }
+        }
+        fn request_body(&self, size: usize) -> Option<Vec<u8>> {
+            Some(self.body[..size.min(self.body.len())].to_vec())
+        }
+        fn respond(&mut self, response: LocalResponse) {
+            assert!(self.response.is_none(), "responded twice");
+            self.response = Some(response);
+        }
+        fn now_secs(&self) -> u64 {
+            self.now
+        }
+        fn jti(&mut self) -> [u8; 16] {
+            self.counter += 1;
+            [self.counter; 16]
+        }
+        fn profiles(&mut self) -> Result<(Rc<ProfileSet>, u64), &'static str> {
+            if self.unavailable {
+                return Err("no profile snapshot has been loaded yet");
+            }
+            let set = self.set.get_or_insert_with(|| Rc::new(ProfileSet::from_records(&[record(1)]).unwrap()));
+            Ok((Rc::clone(set), 1))
+        }
+        fn log(&self, message: &str) {
+            assert!(!message.contains("secret-1"), "secret in log: {message}");
+        }
+    }
+
+    fn fake(headers: &[(&str, &str)], body: &str) -> Fake {
+        Fake {
+            headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+            body: body.as_bytes().to_vec(),
+            now: 1_700_000_000,
+            ..Default::default()
+        }
+    }
+
+    fn json(r: &LocalResponse) -> serde_json::Value {
+        serde_json::from_slice(&r.body).unwrap()
+    }
+
+    /// Runs headers then one body callback, like Envoy with a small body.
+    fn token(cfg: &Config, host: &mut Fake) -> (Action, Action) {
+        let mut flow = RequestFlow::default();
+        let mut cache = VerifiedCache::new(16);
+        let a = flow.on_request_headers(host, cfg, &mut cache, host.body.is_empty());
+        let b = if host.body.is_empty() { a } else { flow.on_request_body(host, cfg, host.body.len(), true) };
+        (a, b)
+    }
+
+    const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
+
+    #[test]
+    fn token_then_guard() {
+        let cfg = static_config(serde_json::json!({"hold_token_request_headers": true}));
+        let basic = format!("Basic {}", b64::std_encode(b"client-1:secret-1"));
+        let mut h = fake(
+            &[(":method", "POST"), (":path", "/oauth2/token"), FORM, ("authorization", &basic)],
+            "grant_type=client_credentials",
+        );
+        assert_eq!(token(&cfg, &mut h), (Action::Pause, Action::Pause));
+        let r = h.response.unwrap();
+        assert_eq!(r.status, 200);
+        let at = json(&r)["access_token"].as_str().unwrap().to_owned();
+
+        let auth = format!("Bearer {at}");
+        let mut g = fake(
+            &[(":method", "GET"), (":path", "/sales/x"), ("authorization", &auth), ("x-tollgate-client-id", "forged")],
+            "",
+        );
+        let mut cache = VerifiedCache::new(16);
+        let a = RequestFlow::default().on_request_headers(&mut g, &cfg, &mut cache, true);
+        assert_eq!(a, Action::Continue);
+        assert!(g.response.is_none());
+        assert_eq!(g.request_header("x-tollgate-client-id").as_deref(), Some("client-1"));
+        assert_eq!(g.request_header("x-tollgate-profile-id"), Some(record(1).id));
+        assert_eq!(g.request_header("authorization"), None);
+    }
+
+    #[test]
+    fn fallback_mode_continues_without_credentials() {
+        let cfg = static_config(serde_json::json!({}));
+        let basic = format!("Basic {}", b64::std_encode(b"client-1:secret-1"));
+        let mut h = fake(
+            &[(":method", "POST"), (":path", "/oauth2/token"), FORM, ("authorization", &basic)],
+            "grant_type=client_credentials",
+        );
+        let mut flow = RequestFlow::default();
+        let mut cache = VerifiedCache::new(16);
+        assert_eq!(flow.on_request_headers(&mut h, &cfg, &mut cache, false), Action::Continue);
+        assert_eq!(h.request_header("authorization"), None, "credentials never go upstream");
+        assert_eq!(flow.on_request_body(&mut h, &cfg, 5, false), Action::Pause);
+        assert!(h.response.is_none());
+        let n = h.body.len();
+        assert_eq!(flow.on_request_body(&mut h, &cfg, n, true), Action::Pause);
+        assert_eq!(h.response.as_ref().unwrap().status, 200);
+        // Later callbacks keep the body from the sink.
+        assert_eq!(flow.on_request_body(&mut h, &cfg, n, true), Action::Pause);
+    }
+
+    #[test]
+    fn token_errors() {
+        let cfg = static_config(serde_json::json!({"max_token_request_bytes": 256}));
+        let mut h = fake(&[(":method", "GET"), (":path", "/oauth2/token")], "");
+        token(&cfg, &mut h);
+        assert_eq!(h.response.as_ref().unwrap().status, 405);
+
+        let mut h = fake(&[(":method", "POST"), (":path", "/oauth2/token"), FORM], &"a".repeat(300));
+        token(&cfg, &mut h);
+        let r = h.response.unwrap();
+        assert_eq!((r.status, json(&r)["error"].as_str()), (413, Some("invalid_request")));
+
+        let mut h = fake(&[(":method", "POST"), (":path", "/oauth2/token"), FORM, ("content-length", "100000")], "x");
+        token(&cfg, &mut h);
+        assert_eq!(h.response.unwrap().status, 413);
+
+        let mut h = fake(
+            &[(":method", "POST"), (":path", "/oauth2/token"), FORM],
+            "grant_type=client_credentials&client_id=client-1&client_secret=nope",
+        );
+        token(&cfg, &mut h);
+        let r = h.response.unwrap();
+        assert_eq!((r.status, json(&r)["error"].as_str()), (401, Some("invalid_client")));
+        assert_eq!(r.header("www-authenticate"), None);
+
+        let mut h = fake(
+            &[(":method", "POST"), (":path", "/oauth2/token"), FORM],
+            "grant_type=client_credentials&client_id=client-1&client_secret=secret-1",
+        );
+        h.unavailable = true;
+        token(&cfg, &mut h);
+        let r = h.response.unwrap();
+        assert_eq!((r.status, json(&r)["error"].as_str()), (503, Some("temporarily_unavailable")));
+    }
+
+    #[test]
+    fn guard_errors_and_public_paths() {
+        let cfg = static_config(serde_json::json!({"public_paths": ["/healthz"]}));
+        let mut cache = VerifiedCache::new(16);
+        let mut g = fake(&[(":method", "GET"), (":path", "/sales/x")], "");
+        assert_eq!(RequestFlow::default().on_request_headers(&mut g, &cfg, &mut cache, true), Action::Pause);
+        let r = g.response.unwrap();
+        assert_eq!(r.status, 401);
+        assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"tollgate\""));
+
+        let mut g = fake(&[(":method", "GET"), (":path", "/healthz"), ("x-tollgate-profile-id", "forged")], "");
+        assert_eq!(RequestFlow::default().on_request_headers(&mut g, &cfg, &mut cache, true), Action::Continue);
+        assert_eq!(g.request_header("x-tollgate-profile-id"), None);
+
+        let mut g = fake(&[(":method", "GET"), (":path", "/sales/x"), ("authorization", "Bearer x.y.z")], "");
+        g.unavailable = true;
+        RequestFlow::default().on_request_headers(&mut g, &cfg, &mut cache, true);
+        assert_eq!(g.response.unwrap().status, 503);
+    }
+}

@@ -1,0 +1,178 @@
+//! The bearer guard (RFC 6750): finds the token, verifies it against the
+//! profile set, checks the path against the profile's allowed prefixes.
+//!
+//! Verified tokens are remembered per worker, keyed by the exact token text
+//! and tagged with the profile-set generation they were verified against: a
+//! new generation (rotation, disable, delete, prefix change) empties the
+//! cache, so a revoked key fails on the very next request. Time and path are
+//! re-checked on every hit.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use crate::error::BearerError;
+use crate::jwt::{self, JwtError};
+use crate::profile::{Profile, ProfileSet};
+
+struct CachedToken {
+    profile: Rc<Profile>,
+    exp: u64,
+    nbf: u64,
+}
+
+pub struct VerifiedCache {
+    generation: u64,
+    entries: HashMap<Box<str>, CachedToken>,
+    capacity: usize,
+}
+
+impl VerifiedCache {
+    pub fn new(capacity: usize) -> Self {
+        Self { generation: 0, entries: HashMap::new(), capacity }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// The token from `Authorization: Bearer <token>` (RFC 6750 §2.1).
+pub fn bearer_token(authorization: Option<&str>) -> Result<&str, BearerError> {
+    let auth = authorization.ok_or(BearerError::Missing)?.trim();
+    let (scheme, token) = auth.split_once(' ').unwrap_or((auth, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(BearerError::Missing);
+    }
+    let token = token.trim_start();
+    let body = token.trim_end_matches('=');
+    let b64token = |b: u8| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b);
+    if body.is_empty() || !body.bytes().all(b64token) || token.len() > jwt::MAX_TOKEN_LEN {
+        return Err(BearerError::InvalidToken(JwtError::Malformed.description()));
+    }
+    Ok(token)
+}
+
+/// Authorizes one request. `generation` identifies `set`; when it differs
+/// from the cache's, the cache is emptied first.
+pub fn authorize(
+    authorization: Option<&str>,
+    request_path: &str,
+    set: &ProfileSet,
+    generation: u64,
+    now: u64,
+    leeway: u64,
+    cache: &mut VerifiedCache,
+) -> Result<Rc<Profile>, BearerError> {
+    let token = bearer_token(authorization)?;
+    if cache.generation != generation {
+        cache.entries.clear();
+        cache.generation = generation;
+    }
+    let invalid = |e: JwtError| BearerError::InvalidToken(e.description());
+    let profile = match cache.entries.get(token) {
+        Some(hit) => {
+            jwt::check_time(hit.exp, hit.nbf, now, leeway).map_err(invalid)?;
+            Rc::clone(&hit.profile)
+        }
+        None => {
+            let v = jwt::verify(token, |kid| set.by_kid(kid).cloned()).map_err(invalid)?;
+            jwt::check_time(v.exp, v.nbf, now, leeway).map_err(invalid)?;
+            if cache.entries.len() >= cache.capacity {
+                cache.entries.clear();
+            }
+            cache.entries.insert(token.into(), CachedToken { profile: Rc::clone(&v.profile), exp: v.exp, nbf: v.nbf });
+            v.profile
+        }
+    };
+    if !profile.allows_path(request_path) {
+        return Err(BearerError::InsufficientScope);
+    }
+    Ok(profile)
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+    use crate::profile::tests::record;
+
+    fn set(records: &[crate::profile::ProfileRecord]) -> ProfileSet {
+        ProfileSet::from_records(records).unwrap()
+    }
+
+    #[test]
+    fn extraction() {
+        assert_eq!(bearer_token(None), Err(BearerError::Missing));
+        assert_eq!(bearer_token(Some("Basic abc")), Err(BearerError::Missing));
+        assert_eq!(bearer_token(Some("bearer a.b.c")), Ok("a.b.c"));
+        assert_eq!(bearer_token(Some("Bearer  a.b.c ")), Ok("a.b.c"));
+        assert!(matches!(bearer_token(Some("Bearer")), Err(BearerError::InvalidToken(_))));
+        assert!(matches!(bearer_token(Some("Bearer a b")), Err(BearerError::InvalidToken(_))));
+        assert!(matches!(bearer_token(Some("Bearer a\"b")), Err(BearerError::InvalidToken(_))));
+    }
+
+    #[test]
+    fn allow_scope_and_cache() {
+        let s = set(&[record(1)]);
+        let p = s.by_kid(&record(1).kid).unwrap().clone();
+        let t = jwt::mint(&p, 1000, 3600, &[1; 16]);
+        let auth = format!("Bearer {t}");
+        let mut cache = VerifiedCache::new(8);
+        let who = authorize(Some(&auth), "/sales/x", &s, 1, 1000, 0, &mut cache).unwrap();
+        assert_eq!(who.client_id, "client-1");
+        assert_eq!(cache.len(), 1);
+        // Cached: still checks scope and time.
+        assert_eq!(
+            authorize(Some(&auth), "/hr/x", &s, 1, 1000, 0, &mut cache).err(),
+            Some(BearerError::InsufficientScope)
+        );
+        assert_eq!(
+            authorize(Some(&auth), "/sales/x", &s, 1, 4600, 0, &mut cache).err(),
+            Some(BearerError::InvalidToken(JwtError::Expired.description()))
+        );
+    }
+
+    #[test]
+    fn new_generation_revokes_at_once() {
+        let s1 = set(&[record(1)]);
+        let p = s1.by_kid(&record(1).kid).unwrap().clone();
+        let auth = format!("Bearer {}", jwt::mint(&p, 1000, 3600, &[1; 16]));
+        let mut cache = VerifiedCache::new(8);
+        assert!(authorize(Some(&auth), "/sales/", &s1, 1, 1000, 0, &mut cache).is_ok());
+        // Rotation: same profile id, new kid and key.
+        let mut rotated = record(1);
+        rotated.kid = record(9).kid;
+        rotated.signing_key = record(9).signing_key;
+        let s2 = set(&[rotated]);
+        assert_eq!(
+            authorize(Some(&auth), "/sales/", &s2, 2, 1000, 0, &mut cache).err(),
+            Some(BearerError::InvalidToken(JwtError::UnknownKeyId.description()))
+        );
+    }
+
+    #[test]
+    fn capacity_is_bounded() {
+        let s = set(&[record(1)]);
+        let p = s.by_kid(&record(1).kid).unwrap().clone();
+        let mut cache = VerifiedCache::new(2);
+        for i in 0..5u8 {
+            let auth = format!("Bearer {}", jwt::mint(&p, 1000, 3600, &[i; 16]));
+            authorize(Some(&auth), "/sales/", &s, 1, 1000, 0, &mut cache).unwrap();
+            assert!(cache.len() <= 2);
+        }
+    }
+
+    #[test]
+    fn failures_are_not_cached() {
+        let s = set(&[record(1)]);
+        let mut cache = VerifiedCache::new(8);
+        assert!(authorize(Some("Bearer a.b.c"), "/sales/", &s, 1, 1000, 0, &mut cache).is_err());
+        assert!(cache.is_empty());
+    }
+}

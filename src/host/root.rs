@@ -1,0 +1,133 @@
+//! The per-worker root context: configuration, the profile source and the
+//! worker's verified-token cache, shared with its HTTP contexts.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{ContextType, LogLevel};
+use sha2::{Digest, Sha256};
+
+use super::http::Http;
+use super::log;
+use crate::config::Config;
+use crate::guard::VerifiedCache;
+use crate::profile::ProfileSet;
+
+/// Where HTTP contexts get profiles from.
+pub(crate) enum ProfileSource {
+    /// The `profiles` list of the plugin config; never changes.
+    Static(Rc<ProfileSet>),
+}
+
+impl ProfileSource {
+    pub(crate) fn current(&self) -> Result<(Rc<ProfileSet>, u64), &'static str> {
+        match self {
+            Self::Static(set) => Ok((Rc::clone(set), 0)),
+        }
+    }
+}
+
+/// Makes `jti` values: SHA-256 over a per-worker random seed and a counter,
+/// so minting costs no hostcall and two workers never collide.
+pub(crate) struct JtiSource {
+    seed: [u8; 32],
+    counter: u64,
+}
+
+impl JtiSource {
+    fn new(context_id: u32) -> Self {
+        let mut seed = [0u8; 32];
+        if getrandom::getrandom(&mut seed).is_err() {
+            // jti is a uniqueness nonce, not a secret: time and context id
+            // still separate workers if the host has no entropy call.
+            let mut h = Sha256::new();
+            h.update(super::now_secs().to_le_bytes());
+            h.update(context_id.to_le_bytes());
+            seed = h.finalize().into();
+            log(LogLevel::Warn, "no host randomness; jti seeded from time");
+        }
+        Self { seed, counter: 0 }
+    }
+
+    pub(crate) fn next(&mut self) -> [u8; 16] {
+        self.counter += 1;
+        let digest = Sha256::new().chain_update(self.seed).chain_update(self.counter.to_le_bytes()).finalize();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&digest[..16]);
+        out
+    }
+}
+
+/// State one worker's HTTP contexts share with their root.
+pub(crate) struct Worker {
+    pub(crate) config: Config,
+    pub(crate) profiles: ProfileSource,
+    pub(crate) cache: RefCell<VerifiedCache>,
+    pub(crate) jti: RefCell<JtiSource>,
+}
+
+pub(crate) struct Root {
+    context_id: u32,
+    worker: Option<Rc<Worker>>,
+}
+
+impl Root {
+    pub(crate) fn new(context_id: u32) -> Self {
+        Self { context_id, worker: None }
+    }
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes =
+            proxy_wasm::hostcalls::get_buffer(proxy_wasm::types::BufferType::PluginConfiguration, 0, usize::MAX)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+        let config = match Config::parse(&bytes) {
+            Ok(c) => c,
+            Err(e) => {
+                log(LogLevel::Critical, &e.to_string());
+                return false;
+            }
+        };
+        let profiles = match &config.static_profiles {
+            Some(set) => ProfileSource::Static(Rc::clone(set)),
+            None => {
+                log(
+                    LogLevel::Critical,
+                    "invalid tollgate configuration: sidecar: profile sync is not built in this version",
+                );
+                return false;
+            }
+        };
+        log(
+            LogLevel::Info,
+            &format!(
+                "configured: token path {}, {} static profile(s)",
+                config.token_path,
+                profiles.current().map_or(0, |(s, _)| s.len())
+            ),
+        );
+        self.worker = Some(Rc::new(Worker {
+            cache: RefCell::new(VerifiedCache::new(config.cache_size)),
+            jti: RefCell::new(JtiSource::new(self.context_id)),
+            config,
+            profiles,
+        }));
+        true
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        // on_configure refused a bad config, so Envoy never asks for an HTTP
+        // context without a worker; None is the host's "no filter" answer.
+        self.worker.as_ref().map(|w| Box::new(Http::new(Rc::clone(w))) as Box<dyn HttpContext>)
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}

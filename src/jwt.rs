@@ -1,0 +1,276 @@
+//! HS256 JSON Web Tokens (RFC 7519 over RFC 7515 compact JWS), minted and
+//! verified. The header is checked for `alg` before anything else and only
+//! `HS256` passes; the signature is checked in constant time before any claim
+//! is trusted.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::rc::Rc;
+
+use serde::Deserialize;
+
+use crate::b64;
+use crate::profile::{encode_hex, Profile};
+
+/// Longest token we are willing to look at; ours are about 330 bytes.
+pub const MAX_TOKEN_LEN: usize = 4096;
+
+/// Why a presented token is refused. Each maps to a fixed description.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JwtError {
+    Malformed,
+    BadHeader,
+    Algorithm,
+    MissingKeyId,
+    UnknownKeyId,
+    Signature,
+    BadClaims,
+    SubjectMismatch,
+    Expired,
+    NotYetValid,
+    Revoked,
+}
+
+impl JwtError {
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::Malformed => "the access token is malformed",
+            Self::BadHeader => "the access token header is malformed",
+            Self::Algorithm => "the access token algorithm is not HS256",
+            Self::MissingKeyId => "the access token has no key id",
+            Self::UnknownKeyId => "the access token key is unknown or was rotated",
+            Self::Signature => "the access token signature is invalid",
+            Self::BadClaims => "the access token claims are malformed",
+            Self::SubjectMismatch => "the access token subject does not match its key",
+            Self::Expired => "the access token expired",
+            Self::NotYetValid => "the access token is not valid yet",
+            Self::Revoked => "the access token was revoked",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Header<'a> {
+    #[serde(borrow)]
+    alg: Cow<'a, str>,
+    #[serde(borrow, default)]
+    kid: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    typ: Option<Cow<'a, str>>,
+    /// RFC 7515 §4.1.11: we understand no extensions, so any `crit` fails.
+    #[serde(default)]
+    crit: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct Claims<'a> {
+    #[serde(borrow)]
+    sub: Cow<'a, str>,
+    exp: u64,
+    #[serde(default)]
+    nbf: Option<u64>,
+    #[serde(default)]
+    iat: Option<u64>,
+}
+
+/// The facts a verified token establishes.
+#[derive(Clone, Debug)]
+pub struct Verified {
+    pub profile: Rc<Profile>,
+    pub exp: u64,
+    pub nbf: u64,
+}
+
+/// Mints `header.claims.signature` for `profile`, valid from `now` for
+/// `lifetime` seconds. `jti` makes two tokens minted in the same second differ.
+pub fn mint(profile: &Profile, now: u64, lifetime: u64, jti: &[u8; 16]) -> String {
+    let header = format!("{{\"alg\":\"HS256\",\"kid\":\"{}\",\"typ\":\"JWT\"}}", profile.kid);
+    let mut claims = String::with_capacity(160);
+    // Writing to a String cannot fail.
+    let _ = write!(
+        claims,
+        "{{\"sub\":\"{}\",\"exp\":{},\"nbf\":{now},\"iat\":{now},\"jti\":\"{}\"}}",
+        profile.id,
+        now.saturating_add(lifetime),
+        encode_hex(jti)
+    );
+    let mut token = String::with_capacity(360);
+    b64::url_encode_into(header.as_bytes(), &mut token);
+    token.push('.');
+    b64::url_encode_into(claims.as_bytes(), &mut token);
+    let tag = profile.key.sign(token.as_bytes());
+    token.push('.');
+    b64::url_encode_into(&tag, &mut token);
+    token
+}
+
+/// Verifies signature and claims. `lookup` maps a `kid` to its profile; time
+/// is checked separately by [`check_time`] so a cache can re-check it.
+pub fn verify(token: &str, lookup: impl FnOnce(&str) -> Option<Rc<Profile>>) -> Result<Verified, JwtError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(JwtError::Malformed);
+    }
+    let mut parts = token.splitn(3, '.');
+    let (Some(h64), Some(c64), Some(s64)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(JwtError::Malformed);
+    };
+    if s64.contains('.') {
+        return Err(JwtError::Malformed);
+    }
+    let header_json = b64::url_decode(h64.as_bytes()).ok_or(JwtError::BadHeader)?;
+    let header: Header = serde_json::from_slice(&header_json).map_err(|_| JwtError::BadHeader)?;
+    if header.alg != "HS256" {
+        return Err(JwtError::Algorithm);
+    }
+    if header.crit.is_some() || header.typ.as_deref().is_some_and(|t| !t.eq_ignore_ascii_case("JWT")) {
+        return Err(JwtError::BadHeader);
+    }
+    let kid = header.kid.ok_or(JwtError::MissingKeyId)?;
+    let profile = lookup(&kid).ok_or(JwtError::UnknownKeyId)?;
+
+    let mut tag = Vec::with_capacity(32);
+    if !b64::url_decode_into(s64.as_bytes(), &mut tag) {
+        return Err(JwtError::Malformed);
+    }
+    let signing_input = &token[..h64.len() + 1 + c64.len()];
+    if !profile.key.verify(signing_input.as_bytes(), &tag) {
+        return Err(JwtError::Signature);
+    }
+
+    let claims_json = b64::url_decode(c64.as_bytes()).ok_or(JwtError::BadClaims)?;
+    let claims: Claims = serde_json::from_slice(&claims_json).map_err(|_| JwtError::BadClaims)?;
+    if claims.sub != profile.id {
+        return Err(JwtError::SubjectMismatch);
+    }
+    if profile.disabled {
+        return Err(JwtError::Revoked);
+    }
+    let nbf = claims.nbf.or(claims.iat).unwrap_or(0);
+    Ok(Verified { profile, exp: claims.exp, nbf })
+}
+
+/// `exp` is exclusive (RFC 7519 §4.1.4), `nbf` inclusive, each widened by
+/// `leeway` seconds of clock skew.
+pub fn check_time(exp: u64, nbf: u64, now: u64, leeway: u64) -> Result<(), JwtError> {
+    if now >= exp.saturating_add(leeway) {
+        return Err(JwtError::Expired);
+    }
+    if now.saturating_add(leeway) < nbf {
+        return Err(JwtError::NotYetValid);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+    use crate::profile::tests::record;
+    use crate::profile::SigningKey;
+
+    fn profile(n: u8) -> Rc<Profile> {
+        Rc::new(Profile::from_record(&record(n)).unwrap())
+    }
+
+    fn lookup(p: &Rc<Profile>) -> impl FnOnce(&str) -> Option<Rc<Profile>> + '_ {
+        move |kid| (kid == p.kid).then(|| Rc::clone(p))
+    }
+
+    fn sign_raw(key: &SigningKey, header: &str, claims: &str) -> String {
+        let mut t = format!("{}.{}", b64::url_encode(header.as_bytes()), b64::url_encode(claims.as_bytes()));
+        let tag = key.sign(t.as_bytes());
+        t.push('.');
+        t.push_str(&b64::url_encode(&tag));
+        t
+    }
+
+    #[test]
+    fn mint_shape_and_round_trip() {
+        let p = profile(1);
+        let t = mint(&p, 1_000, 3600, &[7; 16]);
+        let parts: Vec<&str> = t.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let header = String::from_utf8(b64::url_decode(parts[0].as_bytes()).unwrap()).unwrap();
+        assert_eq!(header, format!("{{\"alg\":\"HS256\",\"kid\":\"{}\",\"typ\":\"JWT\"}}", p.kid));
+        let claims: serde_json::Value = serde_json::from_slice(&b64::url_decode(parts[1].as_bytes()).unwrap()).unwrap();
+        assert_eq!(claims["sub"], p.id.as_str());
+        assert_eq!(claims["iat"], 1_000);
+        assert_eq!(claims["nbf"], 1_000);
+        assert_eq!(claims["exp"], 4_600);
+        assert_eq!(claims["jti"], "07".repeat(16));
+        let v = verify(&t, lookup(&p)).unwrap();
+        assert_eq!((v.exp, v.nbf), (4_600, 1_000));
+        assert_ne!(t, mint(&p, 1_000, 3600, &[8; 16]), "jti separates same-second tokens");
+    }
+
+    #[test]
+    fn alg_is_checked_first() {
+        let p = profile(1);
+        let claims = format!("{{\"sub\":\"{}\",\"exp\":9999999999}}", p.id);
+        for alg in ["none", "HS384", "RS256", "hs256", "HS256 "] {
+            let h = format!("{{\"alg\":\"{alg}\",\"kid\":\"{}\",\"typ\":\"JWT\"}}", p.kid);
+            let t = sign_raw(&p.key, &h, &claims);
+            // The lookup must not even run for a wrong alg.
+            assert_eq!(verify(&t, |_| panic!("lookup before alg check")).unwrap_err(), JwtError::Algorithm, "{alg}");
+        }
+        // alg=none with an empty signature, the classic.
+        let h = b64::url_encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let t = format!("{h}.{}.", b64::url_encode(claims.as_bytes()));
+        assert_eq!(verify(&t, lookup(&p)).unwrap_err(), JwtError::Algorithm);
+    }
+
+    #[test]
+    fn rejections() {
+        let p = profile(1);
+        let other = profile(2);
+        let good = mint(&p, 1_000, 3600, &[1; 16]);
+        assert_eq!(verify("abc", lookup(&p)).unwrap_err(), JwtError::Malformed);
+        assert_eq!(verify("a.b.c.d", lookup(&p)).unwrap_err(), JwtError::Malformed);
+        assert_eq!(verify("!!.b.c", lookup(&p)).unwrap_err(), JwtError::BadHeader);
+        assert_eq!(verify(&good, lookup(&other)).unwrap_err(), JwtError::UnknownKeyId);
+        // Flip the last signature character.
+        let mut bad = good.clone();
+        let last = if bad.ends_with('A') { 'B' } else { 'A' };
+        bad.pop();
+        bad.push(last);
+        assert!(matches!(verify(&bad, lookup(&p)).unwrap_err(), JwtError::Signature | JwtError::Malformed));
+        // Re-signed with another profile's key but claiming p's kid.
+        let h = format!("{{\"alg\":\"HS256\",\"kid\":\"{}\",\"typ\":\"JWT\"}}", p.kid);
+        let c = format!("{{\"sub\":\"{}\",\"exp\":9999999999}}", p.id);
+        assert_eq!(verify(&sign_raw(&other.key, &h, &c), lookup(&p)).unwrap_err(), JwtError::Signature);
+        // Right key, wrong subject.
+        let c = format!("{{\"sub\":\"{}\",\"exp\":9999999999}}", other.id);
+        assert_eq!(verify(&sign_raw(&p.key, &h, &c), lookup(&p)).unwrap_err(), JwtError::SubjectMismatch);
+        // No kid, crit, bad typ, missing exp.
+        let t = sign_raw(&p.key, r#"{"alg":"HS256"}"#, &c);
+        assert_eq!(verify(&t, lookup(&p)).unwrap_err(), JwtError::MissingKeyId);
+        let h2 = format!("{{\"alg\":\"HS256\",\"kid\":\"{}\",\"crit\":[\"x\"]}}", p.kid);
+        assert_eq!(verify(&sign_raw(&p.key, &h2, &c), lookup(&p)).unwrap_err(), JwtError::BadHeader);
+        let h3 = format!("{{\"alg\":\"HS256\",\"kid\":\"{}\",\"typ\":\"JOSE+JSON\"}}", p.kid);
+        assert_eq!(verify(&sign_raw(&p.key, &h3, &c), lookup(&p)).unwrap_err(), JwtError::BadHeader);
+        let c2 = format!("{{\"sub\":\"{}\"}}", p.id);
+        assert_eq!(verify(&sign_raw(&p.key, &h, &c2), lookup(&p)).unwrap_err(), JwtError::BadClaims);
+    }
+
+    #[test]
+    fn disabled_profile_is_revoked() {
+        let mut r = record(3);
+        r.disabled = true;
+        let p = Rc::new(Profile::from_record(&r).unwrap());
+        let t = mint(&p, 1_000, 60, &[0; 16]);
+        assert_eq!(verify(&t, lookup(&p)).unwrap_err(), JwtError::Revoked);
+    }
+
+    #[test]
+    fn time_window() {
+        assert!(check_time(100, 50, 60, 0).is_ok());
+        assert_eq!(check_time(100, 50, 100, 0), Err(JwtError::Expired));
+        assert!(check_time(100, 50, 109, 10).is_ok());
+        assert_eq!(check_time(100, 50, 110, 10), Err(JwtError::Expired));
+        assert_eq!(check_time(100, 50, 49, 0), Err(JwtError::NotYetValid));
+        assert!(check_time(100, 50, 45, 5).is_ok());
+        assert!(check_time(u64::MAX, 0, u64::MAX - 1, u64::MAX).is_ok());
+    }
+}

@@ -1,0 +1,162 @@
+//! `Content-Type` parsing (RFC 9110 §8.3.1): `type/subtype *( ; name=value )`
+//! with case-insensitive type and parameter names and quoted-string values.
+
+/// The three body formats the token endpoint accepts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BodyFormat {
+    Form,
+    Json,
+    Multipart { boundary: String },
+}
+
+impl BodyFormat {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Form => "application/x-www-form-urlencoded",
+            Self::Json => "application/json",
+            Self::Multipart { .. } => "multipart/form-data",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaTypeError {
+    Malformed,
+    Unsupported,
+    MissingBoundary,
+    BadBoundary,
+    UnsupportedCharset,
+}
+
+impl MediaTypeError {
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::Malformed => "the Content-Type header is malformed",
+            Self::Unsupported => {
+                "Content-Type must be application/x-www-form-urlencoded, application/json or multipart/form-data"
+            }
+            Self::MissingBoundary => "multipart/form-data requires a boundary parameter",
+            Self::BadBoundary => "the multipart boundary is invalid",
+            Self::UnsupportedCharset => "only the UTF-8 charset is supported",
+        }
+    }
+}
+
+pub fn parse(header: &str) -> Result<BodyFormat, MediaTypeError> {
+    let mut rest = header.trim();
+    let end = rest.find(';').unwrap_or(rest.len());
+    let essence = rest[..end].trim().to_ascii_lowercase();
+    rest = &rest[end..];
+    let Some((ty, sub)) = essence.split_once('/') else {
+        return Err(MediaTypeError::Malformed);
+    };
+    if !is_token(ty) || !is_token(sub) {
+        return Err(MediaTypeError::Malformed);
+    }
+    let mut boundary = None;
+    while let Some(after) = rest.strip_prefix(';') {
+        let after = after.trim_start();
+        if after.is_empty() {
+            rest = after; // a trailing ';' is common and harmless
+            break;
+        }
+        let eq = after.find('=').ok_or(MediaTypeError::Malformed)?;
+        let name = after[..eq].trim().to_ascii_lowercase();
+        if !is_token(&name) {
+            return Err(MediaTypeError::Malformed);
+        }
+        let (value, tail) = parse_value(&after[eq + 1..])?;
+        match name.as_str() {
+            "charset" if !matches!(value.to_ascii_lowercase().as_str(), "utf-8" | "utf8" | "us-ascii") => {
+                return Err(MediaTypeError::UnsupportedCharset)
+            }
+            "boundary" => boundary = Some(value),
+            _ => {}
+        }
+        rest = tail.trim_start();
+    }
+    if !rest.is_empty() {
+        return Err(MediaTypeError::Malformed);
+    }
+    match essence.as_str() {
+        "application/x-www-form-urlencoded" => Ok(BodyFormat::Form),
+        "application/json" => Ok(BodyFormat::Json),
+        "multipart/form-data" => {
+            let boundary = boundary.ok_or(MediaTypeError::MissingBoundary)?;
+            // RFC 2046 §5.1.1: 1 to 70 characters, no trailing space.
+            if boundary.is_empty() || boundary.len() > 70 || boundary.ends_with(' ') || boundary.contains(['\r', '\n'])
+            {
+                return Err(MediaTypeError::BadBoundary);
+            }
+            Ok(BodyFormat::Multipart { boundary })
+        }
+        _ => Err(MediaTypeError::Unsupported),
+    }
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// A token or a quoted-string, and what follows it.
+fn parse_value(s: &str) -> Result<(String, &str), MediaTypeError> {
+    let s = s.trim_start();
+    if let Some(inner) = s.strip_prefix('"') {
+        let mut out = String::new();
+        let mut chars = inner.char_indices();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '"' => return Ok((out, &inner[i + 1..])),
+                '\\' => out.push(chars.next().ok_or(MediaTypeError::Malformed)?.1),
+                c => out.push(c),
+            }
+        }
+        Err(MediaTypeError::Malformed)
+    } else {
+        let end = s.find(';').unwrap_or(s.len());
+        let v = s[..end].trim_end();
+        if !is_token(v) {
+            return Err(MediaTypeError::Malformed);
+        }
+        Ok((v.to_owned(), &s[end..]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    #[test]
+    fn accepted() {
+        assert_eq!(parse("application/x-www-form-urlencoded"), Ok(BodyFormat::Form));
+        assert_eq!(parse("Application/JSON; charset=UTF-8"), Ok(BodyFormat::Json));
+        assert_eq!(parse("application/x-www-form-urlencoded;charset=utf-8;"), Ok(BodyFormat::Form));
+        assert_eq!(
+            parse("multipart/form-data; boundary=----WebKitFormBoundary7MA4YWxkTrZu0gW"),
+            Ok(BodyFormat::Multipart { boundary: "----WebKitFormBoundary7MA4YWxkTrZu0gW".into() })
+        );
+        assert_eq!(
+            parse("multipart/form-data; boundary=\"a b:c\""),
+            Ok(BodyFormat::Multipart { boundary: "a b:c".into() })
+        );
+    }
+
+    #[test]
+    fn refused() {
+        assert_eq!(parse("text/plain"), Err(MediaTypeError::Unsupported));
+        assert_eq!(parse("application/jsonx"), Err(MediaTypeError::Unsupported));
+        assert_eq!(parse(""), Err(MediaTypeError::Malformed));
+        assert_eq!(parse("json"), Err(MediaTypeError::Malformed));
+        assert_eq!(parse("application/json; charset"), Err(MediaTypeError::Malformed));
+        assert_eq!(parse("application/json; charset=latin1"), Err(MediaTypeError::UnsupportedCharset));
+        assert_eq!(parse("multipart/form-data"), Err(MediaTypeError::MissingBoundary));
+        assert_eq!(parse("multipart/form-data; boundary=\"unterminated"), Err(MediaTypeError::Malformed));
+        assert_eq!(
+            parse(&format!("multipart/form-data; boundary={}", "a".repeat(71))),
+            Err(MediaTypeError::BadBoundary)
+        );
+    }
+}

@@ -1,0 +1,349 @@
+//! Token request parameters from the three body formats, with RFC 6749 §3.2's
+//! rule that no parameter appears twice, and a check that the body really is
+//! in the format its Content-Type declares.
+
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+
+use crate::media_type::BodyFormat;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamsError {
+    /// The body is in another format than the Content-Type says.
+    Mismatch(&'static str),
+    Malformed(&'static str),
+    Repeated,
+    NotAString,
+}
+
+impl ParamsError {
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::Mismatch(d) | Self::Malformed(d) => d,
+            Self::Repeated => "request parameters must not be repeated",
+            Self::NotAString => "grant_type, client_id and client_secret must be strings",
+        }
+    }
+}
+
+/// Parameters in arrival order. A value is `None` when it was present but not
+/// a string (JSON numbers, objects, ...).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Params(Vec<(String, Option<String>)>);
+
+impl Params {
+    pub fn get(&self, name: &str) -> Result<Option<&str>, ParamsError> {
+        match self.0.iter().find(|(n, _)| n == name) {
+            None => Ok(None),
+            Some((_, Some(v))) => Ok(Some(v)),
+            Some((_, None)) => Err(ParamsError::NotAString),
+        }
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.iter().any(|(n, _)| n == name)
+    }
+
+    fn push(&mut self, name: String, value: Option<String>) -> Result<(), ParamsError> {
+        if self.contains(&name) {
+            return Err(ParamsError::Repeated);
+        }
+        self.0.push((name, value));
+        Ok(())
+    }
+}
+
+pub fn parse(format: &BodyFormat, body: &[u8]) -> Result<Params, ParamsError> {
+    let sniffed = sniff(body);
+    match format {
+        BodyFormat::Form => {
+            if sniffed != Sniffed::Form {
+                return Err(ParamsError::Mismatch(
+                    "the body is not application/x-www-form-urlencoded as Content-Type says",
+                ));
+            }
+            parse_form(body)
+        }
+        BodyFormat::Json => {
+            if sniffed != Sniffed::Json {
+                return Err(ParamsError::Mismatch("the body is not application/json as Content-Type says"));
+            }
+            parse_json(body)
+        }
+        BodyFormat::Multipart { boundary } => parse_multipart(boundary, body),
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Sniffed {
+    Json,
+    Multipart,
+    Form,
+}
+
+fn sniff(body: &[u8]) -> Sniffed {
+    let trimmed = body.trim_ascii_start();
+    if trimmed.first().is_some_and(|b| *b == b'{' || *b == b'[') {
+        return Sniffed::Json;
+    }
+    let looks_multipart = body
+        .split(|b| *b == b'\n')
+        .any(|line| line.len() >= 20 && line[..20].eq_ignore_ascii_case(b"content-disposition:"));
+    if looks_multipart {
+        Sniffed::Multipart
+    } else {
+        Sniffed::Form
+    }
+}
+
+/// `application/x-www-form-urlencoded` (WHATWG URL §5.1).
+pub fn parse_form(body: &[u8]) -> Result<Params, ParamsError> {
+    let mut params = Params::default();
+    for pair in body.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
+        let (name, value) = match pair.iter().position(|b| *b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &b""[..]),
+        };
+        let name =
+            form_decode(name).ok_or(ParamsError::Malformed("the form body is not valid percent-encoded UTF-8"))?;
+        let value =
+            form_decode(value).ok_or(ParamsError::Malformed("the form body is not valid percent-encoded UTF-8"))?;
+        params.push(name, Some(value))?;
+    }
+    Ok(params)
+}
+
+/// Decodes one form component: `+` is a space, `%XX` a byte; the result must
+/// be UTF-8. Used for Basic credentials too (RFC 6749 §2.3.1).
+pub fn form_decode(input: &[u8]) -> Option<String> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hi = (*input.get(i + 1)? as char).to_digit(16)?;
+                let lo = (*input.get(i + 2)? as char).to_digit(16)?;
+                out.push((hi * 16 + lo) as u8);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+struct JsonParams(Params, bool);
+
+impl<'de> Deserialize<'de> for JsonParams {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = JsonParams;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonParams, A::Error> {
+                let mut params = Params::default();
+                let mut repeated = false;
+                while let Some(name) = map.next_key::<String>()? {
+                    let value = match map.next_value::<serde_json::Value>()? {
+                        serde_json::Value::String(s) => Some(s),
+                        _ => None,
+                    };
+                    repeated |= params.push(name, value).is_err();
+                }
+                Ok(JsonParams(params, repeated))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+fn parse_json(body: &[u8]) -> Result<Params, ParamsError> {
+    match serde_json::from_slice::<JsonParams>(body) {
+        Ok(JsonParams(_, true)) => Err(ParamsError::Repeated),
+        Ok(JsonParams(params, false)) => Ok(params),
+        Err(_) => Err(ParamsError::Malformed("the body is not a JSON object")),
+    }
+}
+
+/// `multipart/form-data` (RFC 7578) as real clients send it (CRLF, `--`
+/// before the boundary, `--` after the last one), and as the product
+/// documentation's example shows it: LF line endings, delimiter lines that
+/// are the bare boundary, and a last delimiter without the closing `--`.
+fn parse_multipart(boundary: &str, body: &[u8]) -> Result<Params, ParamsError> {
+    const NOT_MULTIPART: ParamsError =
+        ParamsError::Mismatch("the body is not multipart/form-data with the declared boundary");
+    const MALFORMED: ParamsError = ParamsError::Malformed("the multipart/form-data body is malformed");
+    let text = std::str::from_utf8(body).map_err(|_| MALFORMED)?;
+    let b = boundary.as_bytes();
+    let delimiter = |line: &str| -> Option<bool> {
+        let l = line.trim_end_matches([' ', '\t']).as_bytes();
+        let l = l.strip_prefix(b"--").filter(|rest| rest.starts_with(b)).unwrap_or(l);
+        let rest = l.strip_prefix(b)?;
+        match rest {
+            b"" => Some(false),
+            b"--" => Some(true),
+            _ => None,
+        }
+    };
+    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    // Preamble: everything before the first delimiter.
+    loop {
+        match lines.next() {
+            None => return Err(NOT_MULTIPART),
+            Some(l) if delimiter(l) == Some(false) => break,
+            Some(l) if delimiter(l) == Some(true) => return Err(MALFORMED),
+            Some(_) => {}
+        }
+    }
+    let mut params = Params::default();
+    loop {
+        // Part headers up to the blank line.
+        let mut name = None;
+        loop {
+            let line = lines.next().ok_or(MALFORMED)?;
+            if line.is_empty() {
+                break;
+            }
+            let (h, v) = line.split_once(':').ok_or(MALFORMED)?;
+            if h.trim().eq_ignore_ascii_case("content-disposition") {
+                name = Some(disposition_name(v).ok_or(MALFORMED)?);
+            }
+        }
+        let name = name.ok_or(MALFORMED)?;
+        // Content lines up to the next delimiter; the line break before the
+        // delimiter belongs to the delimiter.
+        let mut value: Vec<&str> = Vec::new();
+        let last = loop {
+            let line = lines.next().ok_or(MALFORMED)?;
+            if let Some(last) = delimiter(line) {
+                break last;
+            }
+            value.push(line);
+        };
+        params.push(name, Some(value.join("\n")))?;
+        // The documentation's example ends on a bare delimiter, without the
+        // closing `--`: a delimiter followed by nothing closes the body too.
+        if last || lines.clone().all(|l| l.trim().is_empty()) {
+            break;
+        }
+    }
+    Ok(params)
+}
+
+/// `form-data; name="field"` → `field`.
+fn disposition_name(v: &str) -> Option<String> {
+    let mut parts = v.split(';');
+    if !parts.next()?.trim().eq_ignore_ascii_case("form-data") {
+        return None;
+    }
+    for p in parts {
+        let (k, val) = p.split_once('=')?;
+        if k.trim().eq_ignore_ascii_case("name") {
+            let val = val.trim();
+            let unquoted = val.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or(val);
+            return Some(unquoted.to_owned());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    fn mp(boundary: &str) -> BodyFormat {
+        BodyFormat::Multipart { boundary: boundary.into() }
+    }
+
+    fn triple(p: &Params) -> (Option<&str>, Option<&str>, Option<&str>) {
+        (p.get("grant_type").unwrap(), p.get("client_id").unwrap(), p.get("client_secret").unwrap())
+    }
+
+    const GOOD: (Option<&str>, Option<&str>, Option<&str>) = (Some("client_credentials"), Some("id"), Some("s e/c+"));
+
+    #[test]
+    fn form() {
+        let p =
+            parse(&BodyFormat::Form, b"client_secret=s+e%2Fc%2B&client_id=id&grant_type=client_credentials&").unwrap();
+        assert_eq!(triple(&p), GOOD);
+        assert_eq!(parse(&BodyFormat::Form, b"a=1&a=2"), Err(ParamsError::Repeated));
+        assert!(matches!(parse(&BodyFormat::Form, b"a=%zz"), Err(ParamsError::Malformed(_))));
+        assert!(matches!(parse(&BodyFormat::Form, b"a=%ff"), Err(ParamsError::Malformed(_))));
+        assert_eq!(parse(&BodyFormat::Form, b"").unwrap(), Params::default());
+        assert!(matches!(parse(&BodyFormat::Form, br#"{"grant_type":"x"}"#), Err(ParamsError::Mismatch(_))));
+    }
+
+    #[test]
+    fn json() {
+        let body = br#"{
+  "grant_type": "client_credentials",
+  "client_id": "id",
+  "client_secret": "s e/c+"
+}"#;
+        assert_eq!(triple(&parse(&BodyFormat::Json, body).unwrap()), GOOD);
+        assert_eq!(parse(&BodyFormat::Json, br#"{"a":"1","a":"2"}"#), Err(ParamsError::Repeated));
+        assert_eq!(
+            parse(&BodyFormat::Json, br#"{"grant_type":1}"#).unwrap().get("grant_type"),
+            Err(ParamsError::NotAString)
+        );
+        assert!(matches!(parse(&BodyFormat::Json, br#"["x"]"#), Err(ParamsError::Malformed(_))));
+        assert!(matches!(parse(&BodyFormat::Json, br#"{"a":"1""#), Err(ParamsError::Malformed(_))));
+        assert!(matches!(parse(&BodyFormat::Json, b"grant_type=client_credentials"), Err(ParamsError::Mismatch(_))));
+        assert!(matches!(parse(&BodyFormat::Json, b""), Err(ParamsError::Mismatch(_))));
+        // Extra, unknown members are ignored (RFC 6749 §3.2), whatever type.
+        let p = parse(&BodyFormat::Json, br#"{"grant_type":"client_credentials","scope":["a"]}"#).unwrap();
+        assert_eq!(p.get("grant_type").unwrap(), Some("client_credentials"));
+    }
+
+    #[test]
+    fn multipart_documentation_example() {
+        // Verbatim shape from the product documentation: LF, bare boundary
+        // lines, no closing `--`.
+        let b = "----WebKitFormBoundary7MA4YWxkTrZu0gW";
+        let body = format!(
+            "{b}\nContent-Disposition: form-data; name=\"grant_type\"\n\nclient_credentials\n{b}\nContent-Disposition: form-data; name=\"client_id\"\n\nid\n{b}\nContent-Disposition: form-data; name=\"client_secret\"\n\ns e/c+\n{b}\n"
+        );
+        assert_eq!(triple(&parse(&mp(b), body.as_bytes()).unwrap()), GOOD);
+        // Same without the final newline.
+        assert_eq!(triple(&parse(&mp(b), body.trim_end().as_bytes()).unwrap()), GOOD);
+    }
+
+    #[test]
+    fn multipart_rfc7578_crlf() {
+        let b = "------------------------d74496d66958873e";
+        let body = format!(
+            "--{b}\r\nContent-Disposition: form-data; name=\"grant_type\"\r\n\r\nclient_credentials\r\n--{b}\r\nContent-Disposition: form-data; name=\"client_id\"\r\n\r\nid\r\n--{b}\r\nContent-Disposition: form-data; name=\"client_secret\"\r\nContent-Type: text/plain\r\n\r\ns e/c+\r\n--{b}--\r\n"
+        );
+        assert_eq!(triple(&parse(&mp(b), body.as_bytes()).unwrap()), GOOD);
+    }
+
+    #[test]
+    fn multipart_errors() {
+        let b = "XyZ";
+        let dup = format!("--{b}\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n1\r\n--{b}\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n2\r\n--{b}--\r\n");
+        assert_eq!(parse(&mp(b), dup.as_bytes()), Err(ParamsError::Repeated));
+        assert!(matches!(parse(&mp(b), b"grant_type=client_credentials"), Err(ParamsError::Mismatch(_))));
+        assert!(matches!(parse(&mp("other"), dup.as_bytes()), Err(ParamsError::Mismatch(_))));
+        let no_name = format!("--{b}\r\nContent-Disposition: form-data\r\n\r\n1\r\n--{b}--\r\n");
+        assert!(matches!(parse(&mp(b), no_name.as_bytes()), Err(ParamsError::Malformed(_))));
+        let no_headers_end = format!("--{b}\r\nContent-Disposition: form-data; name=\"a\"\r\n");
+        assert!(matches!(parse(&mp(b), no_headers_end.as_bytes()), Err(ParamsError::Malformed(_))));
+        assert!(matches!(parse(&mp(b), &[0xff, 0xfe]), Err(ParamsError::Malformed(_))));
+    }
+
+    #[test]
+    fn form_decoding() {
+        assert_eq!(form_decode(b"a+b%3Ac").unwrap(), "a b:c");
+        assert_eq!(form_decode(b"%E3%81%82").unwrap(), "あ");
+        assert!(form_decode(b"%").is_none());
+        assert!(form_decode(b"%4").is_none());
+    }
+}

@@ -1,0 +1,122 @@
+//! A locally generated HTTP response, built by the pure modules and sent by the
+//! host layer with `send_http_response`.
+
+use crate::error::{BearerError, TokenError};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalResponse {
+    pub status: u32,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+impl LocalResponse {
+    fn json(status: u32, body: Vec<u8>) -> Self {
+        Self {
+            status,
+            headers: vec![
+                ("content-type", "application/json".to_owned()),
+                ("cache-control", "no-store".to_owned()),
+                ("pragma", "no-cache".to_owned()),
+            ],
+            body,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The RFC 6749 §5.1 success body.
+    pub fn token(access_token: &str, expires_in: u64) -> Self {
+        let mut body = String::with_capacity(access_token.len() + 64);
+        body.push_str("{\"access_token\":\"");
+        body.push_str(access_token); // base64url and dots only: no escaping needed
+        body.push_str("\",\"token_type\":\"bearer\",\"expires_in\":");
+        body.push_str(&expires_in.to_string());
+        body.push('}');
+        Self::json(200, body.into_bytes())
+    }
+
+    pub fn token_error(err: TokenError, realm: &str) -> Self {
+        let mut resp = Self::json(err.status(), error_body(err.code(), err.description()));
+        match err {
+            TokenError::MethodNotAllowed => resp.headers.push(("allow", "POST".to_owned())),
+            TokenError::InvalidClient { basic: true, .. } => {
+                resp.headers.push(("www-authenticate", format!("Basic realm=\"{realm}\"")))
+            }
+            _ => {}
+        }
+        resp
+    }
+
+    pub fn bearer_error(err: BearerError, realm: &str) -> Self {
+        let mut resp = Self::json(err.status(), error_body(err.code(), err.description()));
+        if err.status() != 503 {
+            let challenge = if err.challenge_has_error() {
+                format!(
+                    "Bearer realm=\"{realm}\", error=\"{}\", error_description=\"{}\"",
+                    err.code(),
+                    err.description()
+                )
+            } else {
+                format!("Bearer realm=\"{realm}\"")
+            };
+            resp.headers.push(("www-authenticate", challenge));
+        }
+        resp
+    }
+}
+
+fn error_body(code: &str, description: &str) -> Vec<u8> {
+    // Codes and descriptions are our own constants (no quotes, no
+    // backslashes), but go through serde_json anyway so that stays true.
+    serde_json::json!({ "error": code, "error_description": description }).to_string().into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    #[test]
+    fn token_body_is_rfc6749_json() {
+        let r = LocalResponse::token("a.b.c", 3600);
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v, serde_json::json!({"access_token":"a.b.c","token_type":"bearer","expires_in":3600}));
+        assert_eq!(r.header("Cache-Control"), Some("no-store"));
+        assert_eq!(r.header("pragma"), Some("no-cache"));
+    }
+
+    #[test]
+    fn method_not_allowed_has_allow() {
+        let r = LocalResponse::token_error(TokenError::MethodNotAllowed, "x");
+        assert_eq!(r.status, 405);
+        assert_eq!(r.header("allow"), Some("POST"));
+    }
+
+    #[test]
+    fn basic_challenge_only_for_basic() {
+        let e = TokenError::InvalidClient { description: "d", basic: true };
+        assert_eq!(LocalResponse::token_error(e, "r").header("www-authenticate"), Some("Basic realm=\"r\""));
+        let e = TokenError::InvalidClient { description: "d", basic: false };
+        assert_eq!(LocalResponse::token_error(e, "r").header("www-authenticate"), None);
+    }
+
+    #[test]
+    fn bearer_challenges() {
+        let r = LocalResponse::bearer_error(BearerError::Missing, "api");
+        assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"api\""));
+        let r = LocalResponse::bearer_error(BearerError::InvalidToken("expired"), "api");
+        assert_eq!(r.status, 401);
+        assert_eq!(
+            r.header("www-authenticate"),
+            Some("Bearer realm=\"api\", error=\"invalid_token\", error_description=\"expired\"")
+        );
+        let r = LocalResponse::bearer_error(BearerError::InsufficientScope, "api");
+        assert_eq!(r.status, 403);
+        assert!(r.header("www-authenticate").unwrap().contains("error=\"insufficient_scope\""));
+    }
+}

@@ -1,0 +1,62 @@
+//! The token endpoint's decision: given parsed credentials and the profile
+//! set, mint a token or refuse.
+
+use crate::error::TokenError;
+use crate::jwt;
+use crate::profile::{Profile, ProfileSet};
+use crate::token_request::ClientCredentials;
+
+/// Authenticates the client and mints its token.
+pub fn issue(
+    creds: &ClientCredentials,
+    set: &ProfileSet,
+    now: u64,
+    lifetime: u64,
+    jti: &[u8; 16],
+) -> Result<String, TokenError> {
+    let refused = TokenError::InvalidClient { description: "client authentication failed", basic: creds.basic };
+    let profile: &Profile = match set.by_client_id(&creds.client_id) {
+        Some(p) => p,
+        None => return Err(refused),
+    };
+    // Check the secret before `disabled` so a disabled profile tells nothing
+    // to someone who does not hold its secret.
+    if !profile.secret_matches(&creds.client_secret) || profile.disabled {
+        return Err(refused);
+    }
+    Ok(jwt::mint(profile, now, lifetime, jti))
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+    use crate::profile::tests::record;
+
+    fn creds(id: &str, secret: &str) -> ClientCredentials {
+        ClientCredentials { client_id: id.into(), client_secret: secret.into(), basic: false }
+    }
+
+    #[test]
+    fn issues_and_refuses() {
+        let mut disabled = record(2);
+        disabled.disabled = true;
+        let set = ProfileSet::from_records(&[record(1), disabled]).unwrap();
+        let t = issue(&creds("client-1", "secret-1"), &set, 10, 3600, &[0; 16]).unwrap();
+        assert!(jwt::verify(&t, |k| set.by_kid(k).cloned()).is_ok());
+        for (id, s) in [("client-1", "secret-2"), ("nobody", "secret-1"), ("client-2", "secret-2")] {
+            assert!(
+                matches!(issue(&creds(id, s), &set, 10, 3600, &[0; 16]), Err(TokenError::InvalidClient { .. })),
+                "{id}"
+            );
+        }
+        let mut basic = creds("nobody", "x");
+        basic.basic = true;
+        assert_eq!(
+            issue(&basic, &set, 10, 3600, &[0; 16]),
+            Err(TokenError::InvalidClient { description: "client authentication failed", basic: true })
+        );
+    }
+}
