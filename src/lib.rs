@@ -19,6 +19,7 @@ pub mod profile;
 pub mod response;
 pub mod token_endpoint;
 pub mod token_request;
+mod vectors;
 
 #[cfg(feature = "host")]
 mod host;
