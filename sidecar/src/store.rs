@@ -1,0 +1,1038 @@
+//! The SQLite-backed access-profile store.
+//!
+//! Every mutation is a single `BEGIN IMMEDIATE … COMMIT` transaction that also
+//! bumps the store-wide revision counter (`meta.revision`) by exactly one and
+//! stamps the touched row (`profiles.rev` or `tombstones.rev`) with the new
+//! revision. A process killed mid-write therefore loses nothing that was
+//! committed and leaves nothing half-written, and "everything that changed
+//! after revision N" is simply every row whose `rev` is greater than N.
+//!
+//! Client secrets are generated here, handed back exactly once (by
+//! [`Store::create`] and [`Store::rotate`]) and never stored: only the hex of
+//! their SHA-256 digest is kept.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
+use sha2::{Digest, Sha256};
+
+/// Default database location, relative to the working directory.
+pub const DEFAULT_DB_PATH: &str = "var/tollgate.db";
+
+/// How long a connection waits for another writer (the CLI or the server)
+/// before giving up with `SQLITE_BUSY`.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest accepted profile name, in characters.
+pub const MAX_NAME_CHARS: usize = 100;
+/// Longest accepted allowed prefix, in characters.
+pub const MAX_PREFIX_CHARS: usize = 256;
+/// Most allowed prefixes per profile (after de-duplication).
+pub const MAX_PREFIXES: usize = 64;
+
+/// Schema migrations; entry `i` upgrades `user_version` `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: initial schema.
+    "CREATE TABLE meta (
+         key   TEXT PRIMARY KEY NOT NULL,
+         value INTEGER NOT NULL
+     );
+     INSERT INTO meta (key, value) VALUES ('revision', 0);
+     CREATE TABLE profiles (
+         id               TEXT PRIMARY KEY NOT NULL CHECK (length(id) = 64),
+         name             TEXT NOT NULL,
+         client_id        TEXT NOT NULL UNIQUE,
+         secret_sha256    TEXT NOT NULL CHECK (length(secret_sha256) = 64),
+         kid              TEXT NOT NULL CHECK (length(kid) = 64),
+         signing_key      TEXT NOT NULL CHECK (length(signing_key) = 64),
+         allowed_prefixes TEXT NOT NULL,
+         enabled          INTEGER NOT NULL CHECK (enabled IN (0, 1)),
+         created_at       INTEGER NOT NULL,
+         rotated_at       INTEGER,
+         rev              INTEGER NOT NULL
+     );
+     CREATE INDEX profiles_rev ON profiles (rev);
+     CREATE TABLE tombstones (
+         id  TEXT PRIMARY KEY NOT NULL,
+         rev INTEGER NOT NULL
+     );
+     CREATE INDEX tombstones_rev ON tombstones (rev);",
+];
+
+/// The schema version this build creates and understands.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+const PROFILE_COLUMNS: &str = "id, name, client_id, secret_sha256, kid, signing_key, \
+     allowed_prefixes, enabled, created_at, rotated_at, rev";
+
+/// Errors of the store domain.
+///
+/// [`StoreError::is_invalid_input`] and [`StoreError::is_not_found`] classify
+/// them for the HTTP layer (400 / 404) and the CLI (exit codes 2 / 3); every
+/// other variant is an operational failure (HTTP 500, exit code 1).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The profile name is empty, too long or contains control characters.
+    #[error("invalid name: {0}")]
+    InvalidName(String),
+    /// One allowed prefix failed validation.
+    #[error("invalid allowed prefix {prefix:?}: {reason}")]
+    InvalidPrefix {
+        /// The offending prefix (truncated for display).
+        prefix: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// The prefix list as a whole is unacceptable (empty or too long).
+    #[error("invalid allowed prefixes: {0}")]
+    InvalidPrefixes(String),
+    /// No profile has this id or client_id.
+    #[error("profile not found: {0}")]
+    NotFound(String),
+    /// The database was written by a newer build.
+    #[error("database schema version {found} is newer than this build supports ({supported})")]
+    UnsupportedSchema {
+        /// `PRAGMA user_version` found in the file.
+        found: i64,
+        /// The newest version this build knows.
+        supported: i64,
+    },
+    /// A stored value does not have the expected shape.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// The database's parent directory could not be created.
+    #[error("cannot create directory {path}: {source}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// The operating system's random number generator failed.
+    #[error("operating-system randomness unavailable: {0}")]
+    Random(String),
+    /// Any SQLite failure (cannot open, busy, I/O, constraint, …).
+    #[error("database error: {0}")]
+    Db(#[from] rusqlite::Error),
+}
+
+impl StoreError {
+    /// True for errors caused by the caller's input (HTTP 400, exit code 2).
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(self, StoreError::InvalidName(_) | StoreError::InvalidPrefix { .. } | StoreError::InvalidPrefixes(_))
+    }
+
+    /// True when the addressed profile does not exist (HTTP 404, exit code 3).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StoreError::NotFound(_))
+    }
+}
+
+/// Result alias for store operations.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// One access profile as stored, including its key material.
+///
+/// `Debug` redacts `secret_sha256` and `signing_key`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Profile {
+    /// 64 hex chars (32 random bytes).
+    pub id: String,
+    /// Human-readable label.
+    pub name: String,
+    /// 32 hex chars (16 random bytes), the OAuth `client_id`.
+    pub client_id: String,
+    /// Hex SHA-256 of the client secret string's UTF-8 bytes.
+    pub secret_sha256: String,
+    /// JWT key id, 64 hex chars.
+    pub kid: String,
+    /// HS256 signing key, 64 hex chars (32 bytes).
+    pub signing_key: String,
+    /// Path prefixes the profile's tokens may access.
+    pub allowed_prefixes: Vec<String>,
+    /// Disabled profiles cannot obtain or use tokens.
+    pub enabled: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds of the last rotation, if any.
+    pub rotated_at: Option<i64>,
+    /// Store revision of this profile's last change.
+    pub rev: u64,
+}
+
+impl fmt::Debug for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Profile")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("client_id", &self.client_id)
+            .field("secret_sha256", &"<redacted>")
+            .field("kid", &self.kid)
+            .field("signing_key", &"<redacted>")
+            .field("allowed_prefixes", &self.allowed_prefixes)
+            .field("enabled", &self.enabled)
+            .field("created_at", &self.created_at)
+            .field("rotated_at", &self.rotated_at)
+            .field("rev", &self.rev)
+            .finish()
+    }
+}
+
+/// A client secret in plain text. Only ever returned by create and rotate.
+///
+/// `Debug` and `Display` are redacted; use [`ClientSecret::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientSecret(String);
+
+impl ClientSecret {
+    /// The secret itself (64 hex chars).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ClientSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientSecret(<redacted>)")
+    }
+}
+
+/// A profile together with its freshly generated client secret.
+#[derive(Debug, Clone)]
+pub struct WithSecret {
+    /// The profile after the change.
+    pub profile: Profile,
+    /// The new client secret (not stored anywhere).
+    pub client_secret: ClientSecret,
+}
+
+/// All profiles at one revision.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Store revision the list reflects.
+    pub revision: u64,
+    /// Every profile, enabled or not, oldest first.
+    pub profiles: Vec<Profile>,
+}
+
+/// One entry of the change feed.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// Profile id.
+    pub id: String,
+    /// The profile now, or `None` if it was deleted.
+    pub profile: Option<Profile>,
+}
+
+/// Everything that changed after some revision.
+#[derive(Debug, Clone)]
+pub struct Changes {
+    /// Current store revision.
+    pub revision: u64,
+    /// True when the caller's revision is ahead of the store (the store was
+    /// replaced): the caller must re-fetch the snapshot. `changes` is empty.
+    pub reset: bool,
+    /// Changed and deleted profiles, in revision order.
+    pub changes: Vec<Change>,
+}
+
+/// A handle on the database file.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`, creating its parent
+    /// directory, enabling WAL and applying pending migrations.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(parent) = path.parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|source| StoreError::CreateDir { path: parent.to_path_buf(), source })?;
+            }
+        }
+        let conn = Connection::open(&path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Corrupt(format!("could not enable WAL journal mode (got {mode})")));
+        }
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let mut store = Store { conn, path };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Path this store was opened with.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Closes the connection, reporting any error.
+    pub fn close(self) -> Result<()> {
+        self.conn.close().map_err(|(_, e)| StoreError::Db(e))
+    }
+
+    /// Current `PRAGMA user_version`.
+    pub fn schema_version(&self) -> Result<i64> {
+        Ok(self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        // Cheap check first, so an up-to-date database is never write-locked.
+        if self.schema_version()? == SCHEMA_VERSION {
+            return Ok(());
+        }
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let found: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::UnsupportedSchema { found, supported: SCHEMA_VERSION });
+        }
+        let start =
+            usize::try_from(found).map_err(|_| StoreError::Corrupt(format!("negative schema version {found}")))?;
+        for sql in MIGRATIONS.iter().skip(start) {
+            tx.execute_batch(sql)?;
+        }
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Current store revision.
+    pub fn revision(&self) -> Result<u64> {
+        read_revision(&self.conn)
+    }
+
+    /// Runs `PRAGMA integrity_check` and returns its first line (`"ok"` when
+    /// healthy).
+    pub fn integrity_check(&self) -> Result<String> {
+        Ok(self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+    }
+
+    /// Creates a profile and returns it with its client secret.
+    pub fn create(&mut self, name: &str, prefixes: &[String]) -> Result<WithSecret> {
+        validate_name(name)?;
+        let prefixes = validate_prefixes(prefixes)?;
+        let prefixes_json = encode_prefixes(&prefixes)?;
+        let id = random_hex(32)?;
+        let client_id = random_hex(16)?;
+        let secret = random_hex(32)?;
+        let kid = random_hex(32)?;
+        let signing_key = random_hex(32)?;
+        let secret_sha256 = sha256_hex(&secret);
+        let now = unix_now();
+
+        let tx = self.write_tx()?;
+        let rev = bump_revision(&tx)?;
+        tx.execute("DELETE FROM tombstones WHERE id = ?1", params![id])?;
+        tx.execute(
+            "INSERT INTO profiles (id, name, client_id, secret_sha256, kid, signing_key, \
+             allowed_prefixes, enabled, created_at, rotated_at, rev) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, NULL, ?9)",
+            params![id, name, client_id, secret_sha256, kid, signing_key, prefixes_json, now, to_sql_rev(rev)?],
+        )?;
+        let profile = load_by_id(&tx, &id)?;
+        tx.commit()?;
+        Ok(WithSecret { profile, client_secret: ClientSecret(secret) })
+    }
+
+    /// Every profile, oldest first, with the revision they reflect.
+    pub fn list(&mut self) -> Result<Snapshot> {
+        let tx = self.conn.transaction()?;
+        let revision = read_revision(&tx)?;
+        let profiles = {
+            let mut stmt =
+                tx.prepare(&format!("SELECT {PROFILE_COLUMNS} FROM profiles ORDER BY created_at, rev, id"))?;
+            let rows = stmt.query_map([], RawProfile::from_row)?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(row?.into_profile()?);
+            }
+            out
+        };
+        tx.commit()?;
+        Ok(Snapshot { revision, profiles })
+    }
+
+    /// Same as [`Store::list`]; the data API's name for it.
+    pub fn snapshot(&mut self) -> Result<Snapshot> {
+        self.list()
+    }
+
+    /// One profile, addressed by id or client_id.
+    pub fn get(&self, key: &str) -> Result<Profile> {
+        find(&self.conn, key)
+    }
+
+    /// Replaces the client secret, kid and signing key; sets `rotated_at`.
+    pub fn rotate(&mut self, key: &str) -> Result<WithSecret> {
+        let secret = random_hex(32)?;
+        let kid = random_hex(32)?;
+        let signing_key = random_hex(32)?;
+        let secret_sha256 = sha256_hex(&secret);
+        let now = unix_now();
+
+        let tx = self.write_tx()?;
+        let current = find(&tx, key)?;
+        let rev = bump_revision(&tx)?;
+        tx.execute(
+            "UPDATE profiles SET secret_sha256 = ?1, kid = ?2, signing_key = ?3, \
+             rotated_at = ?4, rev = ?5 WHERE id = ?6",
+            params![secret_sha256, kid, signing_key, now, to_sql_rev(rev)?, current.id],
+        )?;
+        let profile = load_by_id(&tx, &current.id)?;
+        tx.commit()?;
+        Ok(WithSecret { profile, client_secret: ClientSecret(secret) })
+    }
+
+    /// Disables a profile. A no-op (no revision bump) if already disabled.
+    pub fn disable(&mut self, key: &str) -> Result<Profile> {
+        self.set_enabled(key, false)
+    }
+
+    /// Enables a profile. A no-op (no revision bump) if already enabled.
+    pub fn enable(&mut self, key: &str) -> Result<Profile> {
+        self.set_enabled(key, true)
+    }
+
+    fn set_enabled(&mut self, key: &str, enabled: bool) -> Result<Profile> {
+        let tx = self.write_tx()?;
+        let current = find(&tx, key)?;
+        if current.enabled == enabled {
+            tx.commit()?;
+            return Ok(current);
+        }
+        let rev = bump_revision(&tx)?;
+        tx.execute(
+            "UPDATE profiles SET enabled = ?1, rev = ?2 WHERE id = ?3",
+            params![enabled, to_sql_rev(rev)?, current.id],
+        )?;
+        let profile = load_by_id(&tx, &current.id)?;
+        tx.commit()?;
+        Ok(profile)
+    }
+
+    /// Replaces the allowed prefixes. A no-op (no revision bump) if the
+    /// validated list equals the current one.
+    pub fn set_prefixes(&mut self, key: &str, prefixes: &[String]) -> Result<Profile> {
+        let prefixes = validate_prefixes(prefixes)?;
+        let prefixes_json = encode_prefixes(&prefixes)?;
+        let tx = self.write_tx()?;
+        let current = find(&tx, key)?;
+        if current.allowed_prefixes == prefixes {
+            tx.commit()?;
+            return Ok(current);
+        }
+        let rev = bump_revision(&tx)?;
+        tx.execute(
+            "UPDATE profiles SET allowed_prefixes = ?1, rev = ?2 WHERE id = ?3",
+            params![prefixes_json, to_sql_rev(rev)?, current.id],
+        )?;
+        let profile = load_by_id(&tx, &current.id)?;
+        tx.commit()?;
+        Ok(profile)
+    }
+
+    /// Deletes a profile, leaving a tombstone for the change feed. Returns the
+    /// deleted profile's id.
+    pub fn delete(&mut self, key: &str) -> Result<String> {
+        let tx = self.write_tx()?;
+        let current = find(&tx, key)?;
+        let rev = bump_revision(&tx)?;
+        tx.execute("DELETE FROM profiles WHERE id = ?1", params![current.id])?;
+        tx.execute(
+            "INSERT INTO tombstones (id, rev) VALUES (?1, ?2) \
+             ON CONFLICT (id) DO UPDATE SET rev = excluded.rev",
+            params![current.id, to_sql_rev(rev)?],
+        )?;
+        tx.commit()?;
+        Ok(current.id)
+    }
+
+    /// Everything with a revision greater than `since`.
+    ///
+    /// If `since` is ahead of the store the result has `reset = true` and no
+    /// changes, telling the caller to re-fetch the snapshot.
+    pub fn changes_since(&mut self, since: u64) -> Result<Changes> {
+        let tx = self.conn.transaction()?;
+        let revision = read_revision(&tx)?;
+        if since > revision {
+            tx.commit()?;
+            return Ok(Changes { revision, reset: true, changes: Vec::new() });
+        }
+        let since_sql = to_sql_rev(since)?;
+        let mut entries: Vec<(u64, Change)> = Vec::new();
+        {
+            let mut stmt =
+                tx.prepare(&format!("SELECT {PROFILE_COLUMNS} FROM profiles WHERE rev > ?1 ORDER BY rev"))?;
+            let rows = stmt.query_map(params![since_sql], RawProfile::from_row)?;
+            for row in rows {
+                let profile = row?.into_profile()?;
+                entries.push((profile.rev, Change { id: profile.id.clone(), profile: Some(profile) }));
+            }
+        }
+        {
+            let mut stmt = tx.prepare("SELECT id, rev FROM tombstones WHERE rev > ?1 ORDER BY rev")?;
+            let rows = stmt.query_map(params![since_sql], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            for row in rows {
+                let (id, rev) = row?;
+                entries.push((from_sql_rev(rev)?, Change { id, profile: None }));
+            }
+        }
+        tx.commit()?;
+        entries.sort_by_key(|(rev, _)| *rev);
+        Ok(Changes { revision, reset: false, changes: entries.into_iter().map(|(_, c)| c).collect() })
+    }
+
+    fn write_tx(&mut self) -> Result<Transaction<'_>> {
+        Ok(self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
+    }
+}
+
+/// Checks a profile name: 1..=100 characters, no control characters.
+pub fn validate_name(name: &str) -> Result<()> {
+    let chars = name.chars().count();
+    if chars == 0 {
+        return Err(StoreError::InvalidName("must not be empty".into()));
+    }
+    if chars > MAX_NAME_CHARS {
+        return Err(StoreError::InvalidName(format!("must be at most {MAX_NAME_CHARS} characters (got {chars})")));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(StoreError::InvalidName("must not contain control characters".into()));
+    }
+    Ok(())
+}
+
+/// Checks one allowed prefix.
+///
+/// Rules: starts and ends with `/`; at most 256 characters; only visible
+/// ASCII (so no whitespace, control or non-ASCII characters); no `?`, `#`,
+/// `%` or `\`; no empty segment (`//`); no `.` or `..` segment. `/` alone is
+/// allowed and matches everything. This is the rule set of the Envoy filter's
+/// `path::validate_prefix`, so the filter accepts every stored profile.
+pub fn validate_prefix(prefix: &str) -> Result<()> {
+    let reject = |reason: &str| {
+        Err(StoreError::InvalidPrefix { prefix: truncate_for_display(prefix), reason: reason.to_string() })
+    };
+    if prefix.chars().count() > MAX_PREFIX_CHARS {
+        return reject(&format!("must be at most {MAX_PREFIX_CHARS} characters"));
+    }
+    if !prefix.starts_with('/') {
+        return reject("must start with '/'");
+    }
+    if !prefix.ends_with('/') {
+        return reject("must end with '/'");
+    }
+    if !prefix.bytes().all(|b| b.is_ascii_graphic()) {
+        return reject("must hold only visible ASCII characters (no whitespace or control characters)");
+    }
+    if prefix.contains(['?', '#', '%', '\\']) {
+        return reject("must not contain '?', '#', '%' or '\\'");
+    }
+    if prefix.contains("//") {
+        return reject("must not contain '//'");
+    }
+    if prefix == "/" {
+        return Ok(());
+    }
+    // Strip the leading and trailing '/', leaving the segments.
+    let inner = prefix.strip_prefix('/').and_then(|p| p.strip_suffix('/')).unwrap_or_default();
+    if inner.split('/').any(|seg| seg == ".." || seg == ".") {
+        return reject("must not contain '.' or '..' segments");
+    }
+    Ok(())
+}
+
+/// Validates a prefix list and returns it de-duplicated (first occurrence
+/// kept, order preserved).
+pub fn validate_prefixes(prefixes: &[String]) -> Result<Vec<String>> {
+    if prefixes.is_empty() {
+        return Err(StoreError::InvalidPrefixes("at least one allowed prefix is required".into()));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for prefix in prefixes {
+        validate_prefix(prefix)?;
+        if !out.contains(prefix) {
+            if out.len() == MAX_PREFIXES {
+                return Err(StoreError::InvalidPrefixes(format!("at most {MAX_PREFIXES} distinct allowed prefixes")));
+            }
+            out.push(prefix.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Hex of SHA-256 of `s`'s UTF-8 bytes.
+pub fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+/// `n` bytes from the OS random number generator, hex encoded.
+pub fn random_hex(n: usize) -> Result<String> {
+    let mut buf = vec![0u8; n];
+    getrandom::getrandom(&mut buf).map_err(|e| StoreError::Random(e.to_string()))?;
+    Ok(hex::encode(buf))
+}
+
+fn truncate_for_display(s: &str) -> String {
+    const MAX: usize = 80;
+    if s.chars().count() <= MAX {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(MAX).collect();
+        t.push('…');
+        t
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)).unwrap_or(0)
+}
+
+fn encode_prefixes(prefixes: &[String]) -> Result<String> {
+    serde_json::to_string(prefixes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn to_sql_rev(rev: u64) -> Result<i64> {
+    i64::try_from(rev).map_err(|_| StoreError::Corrupt(format!("revision {rev} out of range")))
+}
+
+fn from_sql_rev(rev: i64) -> Result<u64> {
+    u64::try_from(rev).map_err(|_| StoreError::Corrupt(format!("negative revision {rev}")))
+}
+
+fn read_revision(conn: &Connection) -> Result<u64> {
+    let rev: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| r.get(0))?;
+    from_sql_rev(rev)
+}
+
+/// Increments the revision counter inside `tx` and returns the new value.
+fn bump_revision(tx: &Transaction<'_>) -> Result<u64> {
+    let rev: i64 =
+        tx.query_row("UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value", [], |r| r.get(0))?;
+    from_sql_rev(rev)
+}
+
+/// Finds a profile by id or client_id.
+fn find(conn: &Connection, key: &str) -> Result<Profile> {
+    let raw = conn
+        .query_row(
+            &format!("SELECT {PROFILE_COLUMNS} FROM profiles WHERE id = ?1 OR client_id = ?1"),
+            params![key],
+            RawProfile::from_row,
+        )
+        .optional()?;
+    match raw {
+        Some(raw) => raw.into_profile(),
+        None => Err(StoreError::NotFound(truncate_for_display(key))),
+    }
+}
+
+fn load_by_id(conn: &Connection, id: &str) -> Result<Profile> {
+    conn.query_row(&format!("SELECT {PROFILE_COLUMNS} FROM profiles WHERE id = ?1"), params![id], RawProfile::from_row)?
+        .into_profile()
+}
+
+/// A profile row before its JSON and integer columns are decoded.
+struct RawProfile {
+    id: String,
+    name: String,
+    client_id: String,
+    secret_sha256: String,
+    kid: String,
+    signing_key: String,
+    allowed_prefixes: String,
+    enabled: bool,
+    created_at: i64,
+    rotated_at: Option<i64>,
+    rev: i64,
+}
+
+impl RawProfile {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<RawProfile> {
+        Ok(RawProfile {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            client_id: r.get(2)?,
+            secret_sha256: r.get(3)?,
+            kid: r.get(4)?,
+            signing_key: r.get(5)?,
+            allowed_prefixes: r.get(6)?,
+            enabled: r.get(7)?,
+            created_at: r.get(8)?,
+            rotated_at: r.get(9)?,
+            rev: r.get(10)?,
+        })
+    }
+
+    fn into_profile(self) -> Result<Profile> {
+        let allowed_prefixes: Vec<String> = serde_json::from_str(&self.allowed_prefixes).map_err(|e| {
+            StoreError::Corrupt(format!("allowed_prefixes of profile {} is not a JSON string array: {e}", self.id))
+        })?;
+        Ok(Profile {
+            rev: from_sql_rev(self.rev)?,
+            id: self.id,
+            name: self.name,
+            client_id: self.client_id,
+            secret_sha256: self.secret_sha256,
+            kid: self.kid,
+            signing_key: self.signing_key,
+            allowed_prefixes,
+            enabled: self.enabled,
+            created_at: self.created_at,
+            rotated_at: self.rotated_at,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn p(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn open_temp() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("sub/dir/t.db")).unwrap();
+        (dir, store)
+    }
+
+    fn is_hex(s: &str, len: usize) -> bool {
+        s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    }
+
+    #[test]
+    fn open_creates_parent_dir_wal_and_schema() {
+        let (dir, store) = open_temp();
+        assert!(dir.path().join("sub/dir/t.db").exists());
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(store.revision().unwrap(), 0);
+        let mode: String = store.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+        let busy: i64 = store.conn.query_row("PRAGMA busy_timeout", [], |r| r.get(0)).unwrap();
+        assert_eq!(busy, 5000);
+        assert_eq!(store.integrity_check().unwrap(), "ok");
+    }
+
+    #[test]
+    fn reopen_is_idempotent_and_keeps_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let id = {
+            let mut s = Store::open(&path).unwrap();
+            s.create("a", &p(&["/a/"])).unwrap().profile.id
+        };
+        for _ in 0..3 {
+            let s = Store::open(&path).unwrap();
+            assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+            assert_eq!(s.revision().unwrap(), 1);
+            assert_eq!(s.get(&id).unwrap().name, "a");
+        }
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            let s = Store::open(&path).unwrap();
+            s.conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        }
+        match Store::open(&path) {
+            Err(StoreError::UnsupportedSchema { found, supported }) => {
+                assert_eq!(found, SCHEMA_VERSION + 1);
+                assert_eq!(supported, SCHEMA_VERSION);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn create_generates_values_and_bumps_revision() {
+        let (_d, mut s) = open_temp();
+        let created = s.create("Sales reader", &p(&["/sales/", "/hr/", "/sales/"])).unwrap();
+        let pr = &created.profile;
+        assert!(is_hex(&pr.id, 64));
+        assert!(is_hex(&pr.client_id, 32));
+        assert!(is_hex(&pr.kid, 64));
+        assert!(is_hex(&pr.signing_key, 64));
+        assert!(is_hex(created.client_secret.expose(), 64));
+        assert_eq!(pr.secret_sha256, sha256_hex(created.client_secret.expose()));
+        assert_eq!(pr.allowed_prefixes, p(&["/sales/", "/hr/"]));
+        assert!(pr.enabled);
+        assert!(pr.created_at > 1_600_000_000);
+        assert_eq!(pr.rotated_at, None);
+        assert_eq!(pr.rev, 1);
+        assert_eq!(s.revision().unwrap(), 1);
+
+        let second = s.create("other", &p(&["/"])).unwrap();
+        assert_eq!(second.profile.rev, 2);
+        assert_ne!(second.profile.id, pr.id);
+        assert_ne!(second.profile.signing_key, pr.signing_key);
+        assert_eq!(s.revision().unwrap(), 2);
+    }
+
+    #[test]
+    fn secret_is_not_stored() {
+        let (_d, mut s) = open_temp();
+        let created = s.create("x", &p(&["/x/"])).unwrap();
+        let secret = created.client_secret.expose().to_string();
+        let hits: i64 = s
+            .conn
+            .query_row(
+                "SELECT count(*) FROM profiles WHERE name = ?1 OR client_id = ?1 \
+                 OR secret_sha256 = ?1 OR kid = ?1 OR signing_key = ?1 \
+                 OR allowed_prefixes LIKE '%' || ?1 || '%'",
+                params![secret],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(hits, 0);
+        assert!(!format!("{created:?}").contains(&secret));
+        assert!(!format!("{:?}", created.profile).contains(&created.profile.signing_key));
+    }
+
+    #[test]
+    fn list_and_get_by_id_or_client_id() {
+        let (_d, mut s) = open_temp();
+        let a = s.create("a", &p(&["/a/"])).unwrap().profile;
+        let b = s.create("b", &p(&["/b/"])).unwrap().profile;
+        let snap = s.list().unwrap();
+        assert_eq!(snap.revision, 2);
+        assert_eq!(snap.profiles, vec![a.clone(), b.clone()]);
+        assert_eq!(s.get(&a.id).unwrap(), a);
+        assert_eq!(s.get(&b.client_id).unwrap(), b);
+        assert!(s.get("nope").unwrap_err().is_not_found());
+        assert!(s.get(&"0".repeat(64)).unwrap_err().is_not_found());
+    }
+
+    #[test]
+    fn rotate_replaces_key_material() {
+        let (_d, mut s) = open_temp();
+        let c = s.create("a", &p(&["/a/"])).unwrap();
+        let r = s.rotate(&c.profile.client_id).unwrap();
+        assert_eq!(r.profile.id, c.profile.id);
+        assert_eq!(r.profile.client_id, c.profile.client_id);
+        assert_ne!(r.profile.kid, c.profile.kid);
+        assert_ne!(r.profile.signing_key, c.profile.signing_key);
+        assert_ne!(r.profile.secret_sha256, c.profile.secret_sha256);
+        assert_ne!(r.client_secret, c.client_secret);
+        assert_eq!(r.profile.secret_sha256, sha256_hex(r.client_secret.expose()));
+        assert!(r.profile.rotated_at.is_some());
+        assert_eq!(r.profile.rev, 2);
+        assert_eq!(s.revision().unwrap(), 2);
+        assert_eq!(s.get(&c.profile.id).unwrap(), r.profile);
+    }
+
+    #[test]
+    fn disable_enable_bump_only_on_change() {
+        let (_d, mut s) = open_temp();
+        let c = s.create("a", &p(&["/a/"])).unwrap().profile;
+        let d = s.disable(&c.id).unwrap();
+        assert!(!d.enabled);
+        assert_eq!(d.rev, 2);
+        let d2 = s.disable(&c.id).unwrap();
+        assert_eq!(d2, d);
+        assert_eq!(s.revision().unwrap(), 2);
+        let e = s.enable(&c.client_id).unwrap();
+        assert!(e.enabled);
+        assert_eq!(e.rev, 3);
+        assert_eq!(s.enable(&c.id).unwrap().rev, 3);
+        assert_eq!(s.revision().unwrap(), 3);
+    }
+
+    #[test]
+    fn set_prefixes_validates_and_bumps() {
+        let (_d, mut s) = open_temp();
+        let c = s.create("a", &p(&["/a/"])).unwrap().profile;
+        let u = s.set_prefixes(&c.id, &p(&["/x/", "/y/z/", "/x/"])).unwrap();
+        assert_eq!(u.allowed_prefixes, p(&["/x/", "/y/z/"]));
+        assert_eq!(u.rev, 2);
+        // Same list again: no change, no bump.
+        let same = s.set_prefixes(&c.id, &p(&["/x/", "/y/z/"])).unwrap();
+        assert_eq!(same.rev, 2);
+        assert_eq!(s.revision().unwrap(), 2);
+        assert!(s.set_prefixes(&c.id, &p(&["nope"])).unwrap_err().is_invalid_input());
+        assert!(s.set_prefixes(&c.id, &[]).unwrap_err().is_invalid_input());
+        assert!(s.set_prefixes("missing", &p(&["/a/"])).unwrap_err().is_not_found());
+        assert_eq!(s.revision().unwrap(), 2);
+        assert_eq!(s.get(&c.id).unwrap().allowed_prefixes, p(&["/x/", "/y/z/"]));
+    }
+
+    #[test]
+    fn delete_writes_tombstone() {
+        let (_d, mut s) = open_temp();
+        let a = s.create("a", &p(&["/a/"])).unwrap().profile;
+        let b = s.create("b", &p(&["/b/"])).unwrap().profile;
+        assert_eq!(s.delete(&a.client_id).unwrap(), a.id);
+        assert_eq!(s.revision().unwrap(), 3);
+        assert!(s.get(&a.id).unwrap_err().is_not_found());
+        assert!(s.delete(&a.id).unwrap_err().is_not_found());
+        assert_eq!(s.revision().unwrap(), 3);
+        let rev: i64 =
+            s.conn.query_row("SELECT rev FROM tombstones WHERE id = ?1", params![a.id], |r| r.get(0)).unwrap();
+        assert_eq!(rev, 3);
+        assert_eq!(s.list().unwrap().profiles, vec![b]);
+    }
+
+    #[test]
+    fn failed_operations_change_nothing() {
+        let (_d, mut s) = open_temp();
+        let a = s.create("a", &p(&["/a/"])).unwrap().profile;
+        assert!(s.create("", &p(&["/a/"])).unwrap_err().is_invalid_input());
+        assert!(s.create("ok", &p(&["/a"])).unwrap_err().is_invalid_input());
+        assert!(s.rotate("missing").unwrap_err().is_not_found());
+        assert!(s.disable("missing").unwrap_err().is_not_found());
+        assert!(s.enable("missing").unwrap_err().is_not_found());
+        assert!(s.delete("missing").unwrap_err().is_not_found());
+        assert_eq!(s.revision().unwrap(), 1);
+        assert_eq!(s.list().unwrap().profiles, vec![a]);
+    }
+
+    #[test]
+    fn changes_since_covers_updates_and_deletes() {
+        let (_d, mut s) = open_temp();
+        let a = s.create("a", &p(&["/a/"])).unwrap().profile; // rev 1
+        let b = s.create("b", &p(&["/b/"])).unwrap().profile; // rev 2
+        let c = s.create("c", &p(&["/c/"])).unwrap().profile; // rev 3
+        s.disable(&a.id).unwrap(); // rev 4
+        s.delete(&b.id).unwrap(); // rev 5
+
+        let all = s.changes_since(0).unwrap();
+        assert_eq!(all.revision, 5);
+        assert!(!all.reset);
+        let ids: Vec<(&str, bool)> = all.changes.iter().map(|ch| (ch.id.as_str(), ch.profile.is_some())).collect();
+        assert_eq!(ids, vec![(c.id.as_str(), true), (a.id.as_str(), true), (b.id.as_str(), false)]);
+
+        let since3 = s.changes_since(3).unwrap();
+        assert_eq!(since3.changes.len(), 2);
+        assert_eq!(since3.changes[0].id, a.id);
+        assert!(!since3.changes[0].profile.as_ref().unwrap().enabled);
+        assert_eq!(since3.changes[1].id, b.id);
+        assert!(since3.changes[1].profile.is_none());
+
+        let none = s.changes_since(5).unwrap();
+        assert_eq!(none.revision, 5);
+        assert!(!none.reset);
+        assert!(none.changes.is_empty());
+
+        let ahead = s.changes_since(99).unwrap();
+        assert_eq!(ahead.revision, 5);
+        assert!(ahead.reset);
+        assert!(ahead.changes.is_empty());
+    }
+
+    #[test]
+    fn name_validation() {
+        assert!(validate_name("a").is_ok());
+        assert!(validate_name("Sales – read only ✓").is_ok());
+        assert!(validate_name(&"x".repeat(100)).is_ok());
+        assert!(validate_name(&"é".repeat(100)).is_ok());
+        assert!(validate_name("").unwrap_err().is_invalid_input());
+        assert!(validate_name(&"x".repeat(101)).unwrap_err().is_invalid_input());
+        assert!(validate_name("a\nb").unwrap_err().is_invalid_input());
+        assert!(validate_name("a\u{7f}").unwrap_err().is_invalid_input());
+        assert!(validate_name("\u{1b}[31m").unwrap_err().is_invalid_input());
+    }
+
+    #[test]
+    fn prefix_validation() {
+        for ok in
+            ["/", "/sales/", "/a/b/c/", "/v1.2/", "/a..b/", "/.well-known/", "/~user/", "/a-b_c.d~e!$&'()*+,;=:@/"]
+        {
+            assert!(validate_prefix(ok).is_ok(), "{ok} should be accepted");
+        }
+        let long_ok = format!("/{}/", "a".repeat(254));
+        assert!(validate_prefix(&long_ok).is_ok());
+        let too_long = format!("/{}/", "a".repeat(255));
+        for bad in [
+            "",
+            "sales/",
+            "/sales",
+            "//",
+            "/a//b/",
+            "/../",
+            "/a/../b/",
+            "/./",
+            "/a b/",
+            "/a\tb/",
+            "/a\u{0}/",
+            "/a?x/",
+            "/a#x/",
+            "/a\\b/",
+            "/\u{a0}/",
+            "/\u{e9}/",
+            "/%7Euser/",
+            "/a%2fb/",
+            too_long.as_str(),
+        ] {
+            let err = validate_prefix(bad).unwrap_err();
+            assert!(err.is_invalid_input(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn prefix_list_validation() {
+        assert_eq!(validate_prefixes(&p(&["/a/", "/b/", "/a/"])).unwrap(), p(&["/a/", "/b/"]));
+        assert!(validate_prefixes(&[]).unwrap_err().is_invalid_input());
+        let many: Vec<String> = (0..64).map(|i| format!("/p{i}/")).collect();
+        assert_eq!(validate_prefixes(&many).unwrap().len(), 64);
+        let mut dup_heavy = many.clone();
+        dup_heavy.extend(many.iter().cloned());
+        assert_eq!(validate_prefixes(&dup_heavy).unwrap().len(), 64);
+        let too_many: Vec<String> = (0..65).map(|i| format!("/p{i}/")).collect();
+        assert!(validate_prefixes(&too_many).unwrap_err().is_invalid_input());
+        assert!(validate_prefixes(&p(&["/a/", "bad"])).unwrap_err().is_invalid_input());
+    }
+
+    #[test]
+    fn sha256_hex_matches_known_vector() {
+        assert_eq!(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[test]
+    fn two_connections_see_each_others_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut one = Store::open(&path).unwrap();
+        let mut two = Store::open(&path).unwrap();
+        let a = one.create("a", &p(&["/a/"])).unwrap().profile;
+        assert_eq!(two.revision().unwrap(), 1);
+        two.disable(&a.id).unwrap();
+        assert_eq!(one.revision().unwrap(), 2);
+        assert!(!one.get(&a.id).unwrap().enabled);
+        assert_eq!(one.changes_since(1).unwrap().changes.len(), 1);
+    }
+
+    #[test]
+    fn revision_equals_max_row_rev() {
+        let (_d, mut s) = open_temp();
+        let a = s.create("a", &p(&["/a/"])).unwrap().profile;
+        let b = s.create("b", &p(&["/b/"])).unwrap().profile;
+        s.rotate(&a.id).unwrap();
+        s.delete(&b.id).unwrap();
+        let max: i64 = s
+            .conn
+            .query_row(
+                "SELECT max(rev) FROM (SELECT rev FROM profiles UNION ALL SELECT rev FROM tombstones)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(u64::try_from(max).unwrap(), s.revision().unwrap());
+    }
+}
