@@ -6,12 +6,15 @@ use std::fmt;
 use std::rc::Rc;
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::path;
 use crate::profile::{ProfileRecord, ProfileSet};
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+/// The document, field by field. Each top-level field (and each profile) is
+/// decoded on its own so an error can name its path without the weight of a
+/// path-tracking deserializer in the .wasm.
+#[derive(Debug)]
 struct RawConfig {
     token_path: String,
     token_lifetime_seconds: u64,
@@ -126,6 +129,80 @@ impl fmt::Display for ConfigError {
     }
 }
 
+impl RawConfig {
+    fn from_document(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let mut raw = Self::default();
+        if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+            return Ok(raw);
+        }
+        let fields: Vec<(String, Box<RawValue>)> = serde_json::from_slice::<JsonObject>(bytes)
+            .map_err(|e| err("(document)", format!("{} (expected a JSON object)", e)))?
+            .0;
+        let mut seen = std::collections::HashSet::new();
+        for (name, value) in &fields {
+            if !seen.insert(name.as_str()) {
+                return Err(err(name.clone(), "appears more than once"));
+            }
+            match name.as_str() {
+                "token_path" => raw.token_path = field(value, name)?,
+                "token_lifetime_seconds" => raw.token_lifetime_seconds = field(value, name)?,
+                "clock_leeway_seconds" => raw.clock_leeway_seconds = field(value, name)?,
+                "public_paths" => raw.public_paths = field(value, name)?,
+                "identity_headers" => raw.identity_headers = field(value, name)?,
+                "keep_authorization" => raw.keep_authorization = field(value, name)?,
+                "realm" => raw.realm = field(value, name)?,
+                "max_token_request_bytes" => raw.max_token_request_bytes = field(value, name)?,
+                "hold_token_request_headers" => raw.hold_token_request_headers = field(value, name)?,
+                "verified_token_cache_size" => raw.verified_token_cache_size = field(value, name)?,
+                "sidecar" => raw.sidecar = Some(field(value, name)?),
+                "profiles" => {
+                    let items: Vec<Box<RawValue>> = field(value, name)?;
+                    let mut profiles = Vec::with_capacity(items.len());
+                    for (i, item) in items.iter().enumerate() {
+                        profiles.push(field(item, &format!("profiles[{i}]"))?);
+                    }
+                    raw.profiles = Some(profiles);
+                }
+                other => return Err(err(other, "unknown field")),
+            }
+        }
+        Ok(raw)
+    }
+}
+
+/// A JSON object's members in order, values left undecoded.
+struct JsonObject(Vec<(String, Box<RawValue>)>);
+
+impl<'de> Deserialize<'de> for JsonObject {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = JsonObject;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<JsonObject, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = map.next_entry::<String, Box<RawValue>>()? {
+                    out.push(entry);
+                }
+                Ok(JsonObject(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Decodes one field; serde's message (minus a position that would point
+/// into the field, not the document) becomes the problem.
+fn field<T: serde::de::DeserializeOwned>(value: &RawValue, name: &str) -> Result<T, ConfigError> {
+    serde_json::from_slice(value.get().as_bytes()).map_err(|e| {
+        let msg = e.to_string();
+        let msg = msg.find(" at line ").map_or(msg.as_str(), |i| &msg[..i]).to_owned();
+        err(name, msg)
+    })
+}
+
 fn err(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError { field: field.into(), problem: problem.into() }
 }
@@ -138,16 +215,7 @@ fn is_header_name(s: &str) -> bool {
 
 impl Config {
     pub fn parse(bytes: &[u8]) -> Result<Self, ConfigError> {
-        let raw: RawConfig = if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-            RawConfig::default()
-        } else {
-            let de = &mut serde_json::Deserializer::from_slice(bytes);
-            serde_path_to_error::deserialize(de).map_err(|e| {
-                let field = e.path().to_string();
-                let field = if field == "." { "(document)".to_owned() } else { field };
-                err(field, e.into_inner().to_string())
-            })?
-        };
+        let raw = RawConfig::from_document(bytes)?;
         if !raw.token_path.starts_with('/') || path::is_ambiguous(&raw.token_path) || raw.token_path.contains('?') {
             return Err(err("token_path", "must be an absolute path without query, '..' or '//'"));
         }
@@ -207,8 +275,9 @@ impl Config {
                 if !(1..=55).contains(&s.long_poll_seconds) {
                     return Err(err("sidecar.long_poll_seconds", "must be between 1 and 55"));
                 }
-                if s.max_staleness_seconds == Some(0) {
-                    return Err(err("sidecar.max_staleness_seconds", "must be positive when set"));
+                // A healthy sync refreshes its stamp once per long poll.
+                if s.max_staleness_seconds.is_some_and(|m| m < s.long_poll_seconds + 5) {
+                    return Err(err("sidecar.max_staleness_seconds", "must be at least long_poll_seconds + 5"));
                 }
                 Some(SidecarConfig {
                     cluster: s.cluster,
@@ -291,7 +360,9 @@ pub(crate) mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        assert!(refused(r#"{"tokn_path":"/x","profiles":[]}"#).problem.contains("unknown field `tokn_path`"));
+        let e = refused(r#"{"tokn_path":"/x","profiles":[]}"#);
+        assert_eq!((e.field.as_str(), e.problem.as_str()), ("tokn_path", "unknown field"));
+        assert_eq!(refused(r#"{"realm":"a","realm":"b","profiles":[]}"#).field, "realm");
         assert_eq!(refused(r#"{"token_path":"x","profiles":[]}"#).field, "token_path");
         assert_eq!(refused(r#"{"token_lifetime_seconds":5,"profiles":[]}"#).field, "token_lifetime_seconds");
         assert_eq!(refused(r#"{"public_paths":["/a","b"],"profiles":[]}"#).field, "public_paths[1]");
@@ -308,7 +379,10 @@ pub(crate) mod tests {
         let e = refused(r#"{"profiles":[{"id":"x"}]}"#);
         assert_eq!(e.field, "profiles[0]");
         assert!(e.problem.contains("missing field `client_id`"));
-        assert_eq!(refused(r#"{"identity_headers":{"clientid":"a"}}"#).field, "identity_headers.clientid");
+        let e = refused(r#"{"identity_headers":{"clientid":"a"}}"#);
+        assert_eq!(e.field, "identity_headers");
+        assert!(e.problem.contains("unknown field `clientid`"));
+        assert_eq!(refused("[1]").field, "(document)");
         assert!(refused("not json").to_string().starts_with("invalid tollgate configuration"));
         let bad = serde_json::json!({"profiles":[{"id":"x","client_id":"c","client_secret_sha256":"","kid":"","signing_key":"","allowed_prefixes":["/"]}]});
         let e = refused(&bad.to_string());

@@ -9,7 +9,7 @@ use crate::error::{BearerError, TokenError};
 use crate::guard::{self, VerifiedCache};
 use crate::media_type::BodyFormat;
 use crate::path;
-use crate::profile::ProfileSet;
+use crate::profile::ProfileLookup;
 use crate::response::LocalResponse;
 use crate::token_endpoint;
 use crate::token_request::{self, RequestHead};
@@ -23,7 +23,7 @@ pub trait RequestHost {
     fn respond(&mut self, response: LocalResponse);
     fn now_secs(&self) -> u64;
     fn jti(&mut self) -> [u8; 16];
-    fn profiles(&mut self) -> Result<(Rc<ProfileSet>, u64), &'static str>;
+    fn profiles(&mut self) -> Result<(Rc<dyn ProfileLookup>, u64), &'static str>;
     /// Outcome logging. Callers never pass secrets or tokens.
     fn log(&self, message: &str);
 }
@@ -92,7 +92,7 @@ impl RequestFlow {
         let outcome = host.profiles().map_err(BearerError::Unavailable).and_then(|(set, generation)| {
             let auth = host.request_header("authorization");
             let now = host.now_secs();
-            guard::authorize(auth.as_deref(), &path, &set, generation, now, cfg.leeway, cache)
+            guard::authorize(auth.as_deref(), &path, &*set, generation, now, cfg.leeway, cache)
         });
         match outcome {
             Ok(profile) => {
@@ -175,7 +175,7 @@ impl RequestFlow {
         let outcome = token_request::parse(&head.view(), &format, body).and_then(|creds| {
             let (set, _) = host.profiles().map_err(TokenError::Unavailable)?;
             let jti = host.jti();
-            let token = token_endpoint::issue(&creds, &set, host.now_secs(), cfg.token_lifetime, &jti)?;
+            let token = token_endpoint::issue(&creds, &*set, host.now_secs(), cfg.token_lifetime, &jti)?;
             Ok((token, creds.client_id))
         });
         match outcome {
@@ -224,7 +224,7 @@ mod tests {
         now: u64,
         counter: u8,
         unavailable: bool,
-        set: Option<Rc<ProfileSet>>,
+        set: Option<Rc<crate::profile::ProfileSet>>,
     }
 
     impl RequestHost for Fake {
@@ -251,12 +251,14 @@ mod tests {
             self.counter += 1;
             [self.counter; 16]
         }
-        fn profiles(&mut self) -> Result<(Rc<ProfileSet>, u64), &'static str> {
+        fn profiles(&mut self) -> Result<(Rc<dyn ProfileLookup>, u64), &'static str> {
             if self.unavailable {
                 return Err("no profile snapshot has been loaded yet");
             }
-            let set = self.set.get_or_insert_with(|| Rc::new(ProfileSet::from_records(&[record(1)]).unwrap()));
-            Ok((Rc::clone(set), 1))
+            let set = self
+                .set
+                .get_or_insert_with(|| Rc::new(crate::profile::ProfileSet::from_records(&[record(1)]).unwrap()));
+            Ok((Rc::clone(set) as Rc<dyn ProfileLookup>, 1))
         }
         fn log(&self, message: &str) {
             assert!(!message.contains("secret-1"), "secret in log: {message}");

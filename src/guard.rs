@@ -12,7 +12,7 @@ use std::rc::Rc;
 
 use crate::error::BearerError;
 use crate::jwt::{self, JwtError};
-use crate::profile::{Profile, ProfileSet};
+use crate::profile::{Profile, ProfileLookup};
 
 struct CachedToken {
     profile: Rc<Profile>,
@@ -61,7 +61,7 @@ pub fn bearer_token(authorization: Option<&str>) -> Result<&str, BearerError> {
 pub fn authorize(
     authorization: Option<&str>,
     request_path: &str,
-    set: &ProfileSet,
+    set: &dyn ProfileLookup,
     generation: u64,
     now: u64,
     leeway: u64,
@@ -79,7 +79,7 @@ pub fn authorize(
             Rc::clone(&hit.profile)
         }
         None => {
-            let v = jwt::verify(token, |kid| set.by_kid(kid).cloned()).map_err(invalid)?;
+            let v = jwt::verify(token, |kid| set.by_kid(kid)).map_err(invalid)?;
             jwt::check_time(v.exp, v.nbf, now, leeway).map_err(invalid)?;
             if cache.entries.len() >= cache.capacity {
                 cache.entries.clear();
@@ -101,6 +101,7 @@ mod tests {
 
     use super::*;
     use crate::profile::tests::record;
+    use crate::profile::ProfileSet;
 
     fn set(records: &[crate::profile::ProfileRecord]) -> ProfileSet {
         ProfileSet::from_records(records).unwrap()

@@ -17,6 +17,8 @@ pub mod params;
 pub mod path;
 pub mod profile;
 pub mod response;
+pub mod shared;
+pub mod sync;
 pub mod token_endpoint;
 pub mod token_request;
 mod vectors;

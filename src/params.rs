@@ -137,6 +137,52 @@ pub fn form_decode(input: &[u8]) -> Option<String> {
 
 struct JsonParams(Params, bool);
 
+/// A JSON member value: kept if it is a string, otherwise only noted (and
+/// skipped without building a `serde_json::Value`).
+struct StringOrOther(Option<String>);
+
+impl<'de> Deserialize<'de> for StringOrOther {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = StringOrOther;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<StringOrOther, E> {
+                Ok(StringOrOther(Some(v.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<StringOrOther, E> {
+                Ok(StringOrOther(Some(v)))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<StringOrOther, E> {
+                Ok(StringOrOther(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<StringOrOther, E> {
+                Ok(StringOrOther(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<StringOrOther, E> {
+                Ok(StringOrOther(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<StringOrOther, E> {
+                Ok(StringOrOther(None))
+            }
+            fn visit_unit<E>(self) -> Result<StringOrOther, E> {
+                Ok(StringOrOther(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<StringOrOther, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(StringOrOther(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StringOrOther, A::Error> {
+                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(StringOrOther(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 impl<'de> Deserialize<'de> for JsonParams {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -149,10 +195,7 @@ impl<'de> Deserialize<'de> for JsonParams {
                 let mut params = Params::default();
                 let mut repeated = false;
                 while let Some(name) = map.next_key::<String>()? {
-                    let value = match map.next_value::<serde_json::Value>()? {
-                        serde_json::Value::String(s) => Some(s),
-                        _ => None,
-                    };
+                    let value = map.next_value::<StringOrOther>()?.0;
                     repeated |= params.push(name, value).is_err();
                 }
                 Ok(JsonParams(params, repeated))

@@ -8,7 +8,7 @@ use std::fmt;
 use std::rc::Rc;
 
 use hmac::{Hmac, Mac};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -17,7 +17,7 @@ use crate::path;
 type HmacSha256 = Hmac<Sha256>;
 
 /// A profile as it arrives (config JSON or the sidecar's data API).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileRecord {
     pub id: String,
@@ -29,7 +29,7 @@ pub struct ProfileRecord {
     #[serde(default)]
     pub disabled: bool,
     /// Informational; the sidecar sends it, the filter ignores it.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 }
 
@@ -174,6 +174,24 @@ pub fn encode_hex(bytes: &[u8]) -> String {
     s
 }
 
+/// How requests find profiles: tokens by `kid`, token requests by client id.
+/// A static [`ProfileSet`] answers from memory; the shared-data view
+/// ([`crate::shared::SharedProfiles`]) reads the proxy's shared data lazily.
+pub trait ProfileLookup {
+    fn by_kid(&self, kid: &str) -> Option<Rc<Profile>>;
+    fn by_client_id(&self, client_id: &str) -> Option<Rc<Profile>>;
+}
+
+impl ProfileLookup for ProfileSet {
+    fn by_kid(&self, kid: &str) -> Option<Rc<Profile>> {
+        self.by_kid.get(kid).cloned()
+    }
+
+    fn by_client_id(&self, client_id: &str) -> Option<Rc<Profile>> {
+        self.by_client_id.get(client_id).cloned()
+    }
+}
+
 /// Every profile the filter knows, indexed the two ways requests look them up.
 #[derive(Debug, Default)]
 pub struct ProfileSet {
@@ -206,14 +224,6 @@ impl ProfileSet {
         self.by_client_id.insert(p.client_id.clone(), Rc::clone(&p));
         self.by_kid.insert(p.kid.clone(), p);
         Ok(())
-    }
-
-    pub fn by_client_id(&self, client_id: &str) -> Option<&Rc<Profile>> {
-        self.by_client_id.get(client_id)
-    }
-
-    pub fn by_kid(&self, kid: &str) -> Option<&Rc<Profile>> {
-        self.by_kid.get(kid)
     }
 
     pub fn len(&self) -> usize {
@@ -286,6 +296,7 @@ pub(crate) mod tests {
         let set = ProfileSet::from_records(&[record(1), record(2)]).unwrap();
         assert_eq!(set.len(), 2);
         assert_eq!(set.by_client_id("client-2").unwrap().id, record(2).id);
+        assert_eq!(set.by_kid(&record(2).kid).unwrap().client_id, "client-2");
         assert_eq!(set.by_kid(&record(1).kid).unwrap().client_id, "client-1");
         assert!(set.by_client_id("nobody").is_none());
     }

@@ -69,9 +69,14 @@ impl LocalResponse {
 }
 
 fn error_body(code: &str, description: &str) -> Vec<u8> {
-    // Codes and descriptions are our own constants (no quotes, no
-    // backslashes), but go through serde_json anyway so that stays true.
-    serde_json::json!({ "error": code, "error_description": description }).to_string().into_bytes()
+    // Codes and descriptions are our own constants, never client input;
+    // serde_json still escapes them so that stays harmless if it changes.
+    let (code, description) = (json_string(code), json_string(description));
+    format!("{{\"error\":{code},\"error_description\":{description}}}").into_bytes()
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
 }
 
 #[cfg(test)]

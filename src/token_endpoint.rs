@@ -3,19 +3,19 @@
 
 use crate::error::TokenError;
 use crate::jwt;
-use crate::profile::{Profile, ProfileSet};
+use crate::profile::ProfileLookup;
 use crate::token_request::ClientCredentials;
 
 /// Authenticates the client and mints its token.
 pub fn issue(
     creds: &ClientCredentials,
-    set: &ProfileSet,
+    set: &dyn ProfileLookup,
     now: u64,
     lifetime: u64,
     jti: &[u8; 16],
 ) -> Result<String, TokenError> {
     let refused = TokenError::InvalidClient { description: "client authentication failed", basic: creds.basic };
-    let profile: &Profile = match set.by_client_id(&creds.client_id) {
+    let profile = match set.by_client_id(&creds.client_id) {
         Some(p) => p,
         None => return Err(refused),
     };
@@ -24,7 +24,7 @@ pub fn issue(
     if !profile.secret_matches(&creds.client_secret) || profile.disabled {
         return Err(refused);
     }
-    Ok(jwt::mint(profile, now, lifetime, jti))
+    Ok(jwt::mint(&profile, now, lifetime, jti))
 }
 
 #[cfg(test)]
@@ -34,6 +34,7 @@ mod tests {
 
     use super::*;
     use crate::profile::tests::record;
+    use crate::profile::ProfileSet;
 
     fn creds(id: &str, secret: &str) -> ClientCredentials {
         ClientCredentials { client_id: id.into(), client_secret: secret.into(), basic: false }
@@ -45,7 +46,7 @@ mod tests {
         disabled.disabled = true;
         let set = ProfileSet::from_records(&[record(1), disabled]).unwrap();
         let t = issue(&creds("client-1", "secret-1"), &set, 10, 3600, &[0; 16]).unwrap();
-        assert!(jwt::verify(&t, |k| set.by_kid(k).cloned()).is_ok());
+        assert!(jwt::verify(&t, |k| set.by_kid(k)).is_ok());
         for (id, s) in [("client-1", "secret-2"), ("nobody", "secret-1"), ("client-2", "secret-2")] {
             assert!(
                 matches!(issue(&creds(id, s), &set, 10, 3600, &[0; 16]), Err(TokenError::InvalidClient { .. })),

@@ -10,7 +10,7 @@ use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 use super::root::Worker;
 use super::{log, now_secs};
 use crate::flow::{self, RequestFlow, RequestHost};
-use crate::profile::ProfileSet;
+use crate::profile::ProfileLookup;
 use crate::response::LocalResponse;
 
 pub(crate) struct Http {
@@ -62,7 +62,7 @@ impl RequestHost for Host<'_> {
         self.worker.jti.borrow_mut().next()
     }
 
-    fn profiles(&mut self) -> Result<(Rc<ProfileSet>, u64), &'static str> {
+    fn profiles(&mut self) -> Result<(Rc<dyn ProfileLookup>, u64), &'static str> {
         self.worker.profiles.current()
     }
 

@@ -5,6 +5,7 @@
 
 mod http;
 mod root;
+mod sync;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::LogLevel;

