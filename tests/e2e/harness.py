@@ -170,3 +170,48 @@ def craft_token(key_hex: str | None, header: dict, claims: dict) -> str:
 def decode_jwt(token: str) -> tuple[bytes, dict]:
     h, c, _ = token.split(".")
     return b64url_decode(h), json.loads(b64url_decode(c))
+
+
+# --- the sidecar ---------------------------------------------------------
+
+class Sidecar(Process):
+    """The real tollgate-sidecar on a fixed loopback port (so a restart comes
+    back where Envoy's cluster points)."""
+
+    def __init__(self, db: pathlib.Path, port: int | None = None, admin_token: str | None = None,
+                 data_token: str | None = None):
+        self.db = pathlib.Path(db)
+        self.port = port or free_port()
+        self.admin_token = admin_token or secrets.token_hex(32)
+        self.data_token = data_token or secrets.token_hex(32)
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__("sidecar", [SIDECAR, "serve", "--db", str(self.db), "--listen", f"127.0.0.1:{self.port}"],
+                         env={"TOLLGATE_ADMIN_TOKEN": self.admin_token, "TOLLGATE_DATA_TOKEN": self.data_token})
+        self.wait_output(r"tollgate-sidecar listening on http://127\.0\.0\.1:\d+")
+
+    def restart(self) -> "Sidecar":
+        self.stop()
+        return Sidecar(self.db, self.port, self.admin_token, self.data_token)
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return cli(self.db, *args, check=check)
+
+    def admin(self, method: str, path: str, token: str | None = "default", **kw):
+        import requests
+        headers = kw.pop("headers", {})
+        if token == "default":
+            token = self.admin_token
+        if token is not None:
+            headers["authorization"] = f"Bearer {token}"
+        return requests.request(method, self.url + "/admin/v1" + path, headers=headers, timeout=10, **kw)
+
+    def plugin_config(self, **sidecar) -> dict:
+        return {"sidecar": {"cluster": "tollgate_sidecar", "data_token": self.data_token, **sidecar},
+                "realm": "tollgate-test"}
+
+
+def cli(db: pathlib.Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    out = subprocess.run([SIDECAR, "profile", *args, "--db", str(db)], capture_output=True, text=True, timeout=30)
+    if check and out.returncode != 0:
+        raise AssertionError(f"tollgate-sidecar profile {' '.join(args)} failed ({out.returncode}): {out.stderr}")
+    return out
