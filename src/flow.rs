@@ -24,8 +24,9 @@ pub trait RequestHost {
     fn now_secs(&self) -> u64;
     fn jti(&mut self) -> [u8; 16];
     fn profiles(&mut self) -> Result<(Rc<dyn ProfileLookup>, u64), &'static str>;
-    /// Outcome logging. Callers never pass secrets or tokens.
-    fn log(&self, message: &str);
+    /// Outcome logging (debug level). Formatted only if the host will keep
+    /// it. Callers never pass secrets or tokens.
+    fn log(&self, message: std::fmt::Arguments);
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,10 +83,11 @@ impl RequestFlow {
         if path::strip_query(&path) == cfg.token_path {
             return self.token_headers(host, cfg, path, end_of_stream);
         }
-        // Identity headers are ours alone: drop client-sent copies everywhere.
-        host.set_request_header(&cfg.client_id_header, None);
-        host.set_request_header(&cfg.profile_id_header, None);
+        // Identity headers are ours alone: client-sent copies are dropped on
+        // public paths and replaced on authorized ones (a set replaces).
         if cfg.is_public(&path) {
+            host.set_request_header(&cfg.client_id_header, None);
+            host.set_request_header(&cfg.profile_id_header, None);
             self.state = State::Passed;
             return Action::Continue;
         }
@@ -105,7 +107,7 @@ impl RequestFlow {
                 Action::Continue
             }
             Err(e) => {
-                host.log(&format!("bearer refused: {} {}: {}", e.status(), e.code(), e.description()));
+                host.log(format_args!("bearer refused: {} {}: {}", e.status(), e.code(), e.description()));
                 self.answer(host, LocalResponse::bearer_error(e, &cfg.realm))
             }
         }
@@ -180,7 +182,7 @@ impl RequestFlow {
         });
         match outcome {
             Ok((token, client_id)) => {
-                host.log(&format!("token issued to client {}", sanitize(&client_id)));
+                host.log(format_args!("token issued to client {}", Sanitized(&client_id)));
                 self.answer(host, LocalResponse::token(&token, cfg.token_lifetime))
             }
             Err(e) => self.token_error(host, cfg, e),
@@ -188,7 +190,7 @@ impl RequestFlow {
     }
 
     fn token_error(&mut self, host: &mut impl RequestHost, cfg: &Config, e: TokenError) -> Action {
-        host.log(&format!("token refused: {} {}: {}", e.status(), e.code(), e.description()));
+        host.log(format_args!("token refused: {} {}: {}", e.status(), e.code(), e.description()));
         self.answer(host, LocalResponse::token_error(e, &cfg.realm))
     }
 
@@ -201,8 +203,16 @@ impl RequestFlow {
 
 /// Client ids are identifiers, not secrets, but they arrive from the network:
 /// keep log lines single-line and short.
-fn sanitize(s: &str) -> String {
-    s.chars().take(64).map(|c| if c.is_ascii_graphic() { c } else { '?' }).collect()
+struct Sanitized<'a>(&'a str);
+
+impl std::fmt::Display for Sanitized<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        for c in self.0.chars().take(64) {
+            f.write_char(if c.is_ascii_graphic() { c } else { '?' })?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -260,7 +270,8 @@ mod tests {
                 .get_or_insert_with(|| Rc::new(crate::profile::ProfileSet::from_records(&[record(1)]).unwrap()));
             Ok((Rc::clone(set) as Rc<dyn ProfileLookup>, 1))
         }
-        fn log(&self, message: &str) {
+        fn log(&self, message: std::fmt::Arguments) {
+            let message = message.to_string();
             assert!(!message.contains("secret-1"), "secret in log: {message}");
         }
     }

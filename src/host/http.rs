@@ -66,8 +66,10 @@ impl RequestHost for Host<'_> {
         self.worker.profiles.current()
     }
 
-    fn log(&self, message: &str) {
-        log(LogLevel::Debug, message);
+    fn log(&self, message: std::fmt::Arguments) {
+        if hostcalls::get_log_level().is_ok_and(|l| matches!(l, LogLevel::Trace | LogLevel::Debug)) {
+            log(LogLevel::Debug, &message.to_string());
+        }
     }
 }
 
