@@ -106,7 +106,7 @@ cmd_bench() {
     setup
     need_apt wrk:wrk
     build
-    "$VENV/bin/python" tests/bench/bench.py --wasm "$WASM" --envoy "$VENV/bin/envoy" "$@"
+    "$VENV/bin/python" tests/bench/bench.py --wasm "$WASM" --envoy "$VENV/bin/envoy" --sidecar "$SIDECAR" "$@"
 }
 
 cmd_run() {

@@ -3,19 +3,27 @@ listener per scenario, driven by wrk in interleaved rounds; per scenario the
 median over rounds of requests/sec, p50 and p99 latency.
 
 Scenarios (all on the same Envoy, the same worker, the same cheap upstream):
-  passthrough       no auth filter, GET /api/bench            -> upstream
-  guard             Tollgate wasm filter, Bearer token         -> upstream
-  jwt_authn         Envoy's native jwt_authn (HS256, no cache) -> upstream
-  jwt_authn_cached  the same with jwt_cache_config             -> upstream
-  token             POST /oauth2/token to Tollgate (Basic + form)
-  direct            the same POST to a direct_response of the token response's size
+  passthrough        no auth filter, GET /api/bench            -> upstream
+  guard              Tollgate wasm filter, Bearer token         -> upstream
+  guard_sidecar_1    the same, profiles from a sidecar holding 1 profile
+  guard_sidecar_10k  the same, profiles from a sidecar holding 10,000 profiles
+  jwt_authn          Envoy's native jwt_authn (HS256, no cache) -> upstream
+  jwt_authn_cached   the same with jwt_cache_config             -> upstream
+  token              POST /oauth2/token to Tollgate (Basic + form)
+  direct             the same POST to a direct_response of the token response's size
 The upstream is a direct_response listener inside the same Envoy
-(`fake_upstream`), so it costs the same, and little, for the first four.
+(`fake_upstream`), so it costs the same, and little, for the guarded ones.
+
+Before that, the rotation measurement: the real sidecar and an Envoy with 2
+workers in sidecar mode; N times, rotate a profile through the admin API and
+time how long after the rotate call returns the old token is refused (first
+401 on any worker, and 401 on both workers, using keep-alive connections
+pinned to known workers).
 
 The machine is assumed shared and noisy: the ratios of one run are the result,
 absolute numbers are not. The last line printed is
 
-  bench: guard/passthrough=R jwt_authn/passthrough=R jwt_authn_cached/passthrough=R token/direct=R
+  bench: guard/passthrough=R jwt_authn/passthrough=R jwt_authn_cached/passthrough=R token/direct=R guard10k/guard1=R rotation_p50_ms=X rotation_p99_ms=Y
 
 and the results are written to var/bench/results.json.
 
@@ -31,16 +39,24 @@ import dataclasses
 import datetime
 import hashlib
 import http.client
+import gc
 import json
+import math
 import os
 import pathlib
 import re
+import secrets
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "tests" / "e2e"), str(ROOT / "envoy")]
@@ -49,6 +65,7 @@ import render  # noqa: E402
 
 DEFAULT_ENVOY = str(ROOT / ".venv" / "bin" / "envoy")
 DEFAULT_WASM = str(ROOT / "target" / "wasm32-wasip1" / "release" / "tollgate.wasm")
+DEFAULT_SIDECAR = str(ROOT / "target" / "release" / "tollgate-sidecar")
 RESULTS = ROOT / "var" / "bench" / "results.json"
 RESULTS_QUICK = ROOT / "var" / "bench" / "results-quick.json"  # a smoke run does not overwrite a real one
 WRK = os.environ.get("TOLLGATE_WRK", "wrk")
@@ -68,6 +85,17 @@ BUFFER_FILTER = {"name": "envoy.filters.http.buffer",
                                   "max_request_bytes": 16384}}
 
 LISTENERS = ("passthrough", "tollgate", "jwt_authn", "jwt_authn_cached", "direct", "fake_upstream")
+
+# Sidecar-backed guard listeners: listener name -> profiles its sidecar holds.
+SIDECAR_LISTENERS = {"sidecar_1": 1, "sidecar_10k": 10_000}
+CREATE_CONNECTIONS = 4  # keep-alive admin connections creating profiles in parallel
+SNAPSHOT_TIMEOUT_S = 60  # Envoy start to the first token minted from a sidecar's profiles
+
+# Rotation: an Envoy with 2 workers, like the end-to-end tests.
+ROTATION_CONCURRENCY = 2
+ROTATION_TIMEOUT_S = 5.0  # per rotation, until both workers refuse the old token
+PINS_PER_WORKER = 2  # keep-alive probe connections per worker
+FRESH_CONFIRMS = 4  # fresh-connection probes that must refuse the old token afterwards
 
 
 class BenchError(Exception):
@@ -160,7 +188,8 @@ class BenchEnvoy(harness.Envoy):
 
     def __init__(self, config: dict, *, envoy: str, ports: dict, admin_port: int, concurrency: int = 1):
         self.ports = ports
-        self.port, self.admin_port = ports["passthrough"], admin_port
+        self.port = ports["passthrough"] if "passthrough" in ports else next(iter(ports.values()))
+        self.admin_port = admin_port
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_path = pathlib.Path(tempfile.mkstemp(prefix="tollgate-bench-envoy-", suffix=".json")[1])
         self.config_path.write_text(json.dumps(config))
@@ -190,9 +219,10 @@ def _connectable(port: int) -> bool:
         return True
 
 
-def free_ports(names) -> dict:
+def free_ports(names, exclude=()) -> dict:
+    """Distinct free loopback ports, none of them in `exclude`."""
     ports: dict = {}
-    while len(set(ports.values())) != len(ports) or not ports:
+    while len(set(ports.values())) != len(ports) or not ports or set(ports.values()) & set(exclude):
         ports = {n: harness.free_port() for n in names}
     return ports
 
@@ -228,6 +258,364 @@ def expect_status(port: int, method: str, path: str, want: int, what: str, heade
     if status != want:
         raise BenchError(f"{what}: expected {want}, got {status}: {got[:300]!r}")
     return got
+
+
+# --- the sidecar ----------------------------------------------------------------
+
+class BenchSidecar(harness.Sidecar):
+    """The real tollgate-sidecar on a temp database (harness.Sidecar, with
+    the given binary, and stopped again if it does not come up)."""
+
+    def __init__(self, db: pathlib.Path, *, binary: str, port: int):
+        self.db = pathlib.Path(db)
+        self.port = port
+        self.admin_token, self.data_token = secrets.token_hex(32), secrets.token_hex(32)
+        self.url = f"http://127.0.0.1:{self.port}"
+        harness.Process.__init__(
+            self, "bench-sidecar", [binary, "serve", "--db", str(self.db), "--listen", f"127.0.0.1:{port}"],
+            env={"TOLLGATE_ADMIN_TOKEN": self.admin_token, "TOLLGATE_DATA_TOKEN": self.data_token})
+        try:
+            self.wait_output(r"tollgate-sidecar listening on http://127\.0\.0\.1:\d+")
+        except BaseException:
+            self.stop()
+            raise
+
+    def admin_connection(self) -> "AdminConnection":
+        return AdminConnection(self.port, self.admin_token)
+
+    def cleanup(self) -> None:
+        with contextlib.suppress(OSError):
+            self.log_path.unlink()
+
+
+class AdminConnection:
+    """One keep-alive connection to the sidecar's admin API."""
+
+    def __init__(self, port: int, token: str):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    def call(self, method: str, path: str, body: dict | None = None, want: int = 200) -> dict:
+        self.conn.request(method, "/admin/v1" + path, body=None if body is None else json.dumps(body),
+                          headers=self.headers)
+        r = self.conn.getresponse()
+        data = r.read()
+        if r.status != want:
+            raise BenchError(f"sidecar {method} {path}: expected {want}, got {r.status}: {data[:300]!r}")
+        return json.loads(data)
+
+    def create(self, name: str, prefixes=("/api/",)) -> dict:
+        """Creates a profile: {"profile": {...}, "client_secret": "..."}."""
+        return self.call("POST", "/profiles", {"name": name, "allowed_prefixes": list(prefixes)}, want=201)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def create_profiles(sidecar: BenchSidecar, n: int, *, connections: int = CREATE_CONNECTIONS) -> list:
+    """Creates n profiles through the admin API over a few keep-alive
+    connections in parallel; returns the create answers in creation order
+    per connection (the list order is not the store's order)."""
+    if n <= 1 or connections <= 1:
+        conn = sidecar.admin_connection()
+        try:
+            return [conn.create(f"bench-{i:05d}") for i in range(n)]
+        finally:
+            conn.close()
+    stop = threading.Event()
+    out: list = [None] * n
+    errors: list = []
+
+    def work(k: int) -> None:
+        conn = sidecar.admin_connection()
+        try:
+            for i in range(k, n, connections):
+                if stop.is_set():
+                    return
+                out[i] = conn.create(f"bench-{i:05d}")
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            errors.append(e)
+            stop.set()
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=work, args=(k,), daemon=True) for k in range(connections)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(0.2)
+    except BaseException:
+        stop.set()
+        for t in threads:
+            t.join(15)
+        raise
+    if errors:
+        raise BenchError(f"creating {n} profiles failed: {errors[0]!r}")
+    return out
+
+
+def mint_until(port: int, basic: str, timeout: float, what: str) -> str:
+    """Mints a token, retrying 401/503 (profiles not synced yet) until timeout."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        status, _, body = http_request(port, "POST", TOKEN_PATH, {"Content-Type": FORM, "Authorization": basic},
+                                       TOKEN_BODY)
+        if status == 200:
+            return json.loads(body)["access_token"]
+        if status not in (401, 503):
+            raise BenchError(f"{what}: token endpoint answered {status}: {body[:300]!r}")
+        last = (status, body[:200])
+        if time.monotonic() > deadline:
+            raise BenchError(f"{what}: no token within {timeout:.0f} s; last answer {last!r}")
+        time.sleep(0.02)
+
+
+def sidecar_plugin_config(sidecar: BenchSidecar, cluster: str) -> dict:
+    return {"sidecar": {"cluster": cluster, "data_token": sidecar.data_token}, "realm": "tollgate-bench"}
+
+
+def sidecar_listeners(ports: dict, wasm_path: str, sidecars: dict) -> tuple[list, list]:
+    """One guard listener per sidecar, each with its own vm_id (so its own
+    shared-data namespace: profiles, stamp and poller lease) and its own
+    cluster to its own sidecar. Routes as the `tollgate` listener."""
+    listeners, clusters = [], []
+    for name, sidecar in sidecars.items():
+        cluster = f"{name}_cluster"
+        listeners.append(render.listener(name, ports[name], [
+            {"match": {"path": TOKEN_PATH}, "route": {"cluster": render.SINK_LISTENER, "timeout": "30s"}},
+            route_to("upstream"),
+        ], [render.wasm_filter(wasm_path, sidecar_plugin_config(sidecar, cluster), hold=True,
+                               vm_id=f"tollgate_{name}")]))
+        clusters.append(render.cluster(cluster, sidecar.port))
+    return listeners, clusters
+
+
+# --- rotation latency -------------------------------------------------------------
+
+def worker_accepts(admin_port: int, port: int) -> dict:
+    """Per-worker accepted connections of the listener on `port`."""
+    name = rf"listener\.127\.0\.0\.1_{port}\.worker_(\d+)\.downstream_cx_total"
+    url = f"http://127.0.0.1:{admin_port}/stats?filter=" + urllib.parse.quote(f"^{name}$")
+    with urllib.request.urlopen(url, timeout=5) as r:
+        text = r.read().decode()
+    return {int(w): int(n) for w, n in re.findall(rf"^{name}: (\d+)$", text, re.M)}
+
+
+class PinnedConnection:
+    """A keep-alive connection to the gateway, and the worker that accepted
+    it (from the per-worker listener stats, read before and after
+    connecting; nothing else connects meanwhile)."""
+
+    def __init__(self, env: BenchEnvoy, port: int):
+        self.env, self.port = env, port
+        self.conn = None
+        self.worker = self._connect()
+
+    def _connect(self) -> int:
+        before = worker_accepts(self.env.admin_port, self.port)
+        self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        self.get(None)  # the request proves the connection was accepted
+        after = worker_accepts(self.env.admin_port, self.port)
+        moved = [w for w, n in after.items() if n != before.get(w, 0)]
+        if len(moved) != 1:
+            raise BenchError(f"cannot tell which worker accepted a connection: {before} -> {after}")
+        return moved[0]
+
+    def reconnect(self) -> None:
+        """After Envoy closed the connection: a new one on the same worker."""
+        self.close()
+        for _ in range(40):
+            if self._connect() == self.worker:
+                return
+            self.close()
+        raise BenchError(f"could not reconnect to worker {self.worker}")
+
+    def get(self, token: str | None) -> tuple[int, str]:
+        """GET the guarded path; (status, WWW-Authenticate)."""
+        self.conn.request("GET", API_PATH, headers={"Authorization": f"Bearer {token}"} if token else {})
+        r = self.conn.getresponse()
+        r.read()
+        return r.status, r.getheader("www-authenticate") or ""
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+
+def pin_connections(env: BenchEnvoy, port: int, workers: int, per_worker: int) -> list:
+    """Opens connections until every worker has `per_worker` of them; the
+    kernel spreads new connections over the workers (SO_REUSEPORT)."""
+    by_worker: dict = {}
+    spare = []
+    try:
+        for _ in range(workers * per_worker * 10):
+            pin = PinnedConnection(env, port)
+            if len(by_worker.setdefault(pin.worker, [])) < per_worker:
+                by_worker[pin.worker].append(pin)
+            else:
+                spare.append(pin)
+            if len(by_worker) == workers and all(len(v) == per_worker for v in by_worker.values()):
+                break
+        else:
+            raise BenchError(f"could not get {per_worker} connections on each of {workers} workers: "
+                             f"{ {w: len(v) for w, v in by_worker.items()} }")
+    except BaseException:
+        for pin in [p for v in by_worker.values() for p in v]:
+            pin.close()
+        raise
+    finally:
+        for pin in spare:
+            pin.close()
+    # Interleave the workers: w0, w1, w0, w1, ...
+    return [p for group in zip(*by_worker.values()) for p in group]
+
+
+def refused(status: int, www: str) -> bool:
+    return status == 401 and 'error="invalid_token"' in www
+
+
+def one_rotation(env: BenchEnvoy, port: int, pins: list, admin: AdminConnection, profile_id: str,
+                 basic: str) -> tuple[dict, str]:
+    """Mints a token, checks every pinned connection accepts it, rotates the
+    profile, then probes the old token on the pinned connections (skipping
+    workers that already refuse it) until every worker refuses it. Returns
+    the measurements and the new client secret."""
+    token = mint_until(port, basic, ROTATION_TIMEOUT_S, "token before rotation")
+    for pin in pins:
+        status, _ = pin.get(token)
+        if status != 200:
+            raise BenchError(f"worker {pin.worker} answered {status} to a fresh token before the rotation")
+    workers = {pin.worker for pin in pins}
+    refused_ms: dict = {}
+    probes = reconnects = 0
+    first_probe_refused = None  # the old token already refused by the very first probe
+    gc.collect()
+    gc.disable()
+    try:
+        t_call = time.perf_counter()
+        admin.conn.request("POST", f"/admin/v1/profiles/{profile_id}/rotate", headers=admin.headers)
+        r = admin.conn.getresponse()
+        body = r.read()
+        t0 = time.perf_counter()
+        if r.status != 200:
+            raise BenchError(f"rotate answered {r.status}: {body[:300]!r}")
+        k = 0
+        while len(refused_ms) < len(workers):
+            pin = pins[k % len(pins)]
+            k += 1
+            if pin.worker in refused_ms:
+                continue
+            try:
+                status, www = pin.get(token)
+            except (http.client.HTTPException, OSError):
+                pin.reconnect()
+                reconnects += 1
+                continue
+            probes += 1
+            now = time.perf_counter()
+            if first_probe_refused is None:
+                first_probe_refused = refused(status, www)
+            if refused(status, www):
+                refused_ms[pin.worker] = (now - t0) * 1e3
+            elif status != 200:
+                raise BenchError(f"worker {pin.worker} answered {status} ({www!r}) to the old token")
+            if now - t0 > ROTATION_TIMEOUT_S:
+                raise BenchError(f"the old token was still accepted {ROTATION_TIMEOUT_S:.0f} s after the rotate "
+                                 f"call returned (refused so far: {sorted(refused_ms)} of workers {sorted(workers)})")
+    finally:
+        gc.enable()
+    # Once refused, refused everywhere: every pinned connection, and fresh ones.
+    for pin in pins:
+        status, www = pin.get(token)
+        if not refused(status, www):
+            raise BenchError(f"worker {pin.worker} answered {status} to the old token after refusing it")
+    for _ in range(FRESH_CONFIRMS):
+        status, headers, _ = http_request(port, "GET", API_PATH,
+                                          {"Authorization": f"Bearer {token}", "Connection": "close"})
+        if not refused(status, headers.get("www-authenticate", "")):
+            raise BenchError(f"a fresh connection got {status} for the old token after the rotation")
+    row = {"first_401_ms": min(refused_ms.values()), "all_workers_ms": max(refused_ms.values()),
+           "per_worker_ms": {str(w): v for w, v in sorted(refused_ms.items())},
+           "rotate_call_ms": (t0 - t_call) * 1e3,
+           "all_workers_from_call_start_ms": (t0 - t_call) * 1e3 + max(refused_ms.values()),
+           "probes": probes, "reconnects": reconnects,
+           "first_probe_refused": bool(first_probe_refused)}
+    return row, json.loads(body)["client_secret"]
+
+
+def percentile(values, q: float) -> float:
+    """Nearest-rank percentile: with fewer than 100 values p99 is the max."""
+    s = sorted(values)
+    return s[max(1, math.ceil(q / 100 * len(s))) - 1]
+
+
+def describe(values) -> dict:
+    return {"p50": statistics.median(values), "p99": percentile(values, 99), "max": max(values)}
+
+
+def start_rotation_gateway(envoy_bin: str, wasm: str, sidecar: BenchSidecar) -> BenchEnvoy:
+    """The product's gateway config (render.gateway) in sidecar mode, its
+    upstream a direct_response listener in the same Envoy, 2 workers."""
+    ports, admin = free_ports(("gateway", "fake_upstream"), exclude={sidecar.port}), harness.free_port()
+    cfg = render.gateway(port=ports["gateway"], admin_port=admin, upstream_port=ports["fake_upstream"],
+                         wasm_path=wasm, plugin_config=sidecar_plugin_config(sidecar, "tollgate_sidecar"),
+                         hold=True, sidecar_port=sidecar.port)
+    cfg["static_resources"]["listeners"].append(
+        render.listener("fake_upstream", ports["fake_upstream"], [direct_route(UPSTREAM_BODY)], []))
+    return BenchEnvoy(cfg, envoy=envoy_bin, ports=ports, admin_port=admin, concurrency=ROTATION_CONCURRENCY)
+
+
+def measure_rotation(envoy_bin: str, wasm: str, sidecar: BenchSidecar, rotations: int, track,
+                     log=print, label: str = "rotation") -> dict:
+    """The rotation measurement (see the module doc) against `sidecar`: adds
+    a profile to it, starts a 2-worker gateway on it, rotates that profile
+    `rotations` times, stops the gateway. `track` registers each started
+    process so that the caller stops it whatever happens."""
+    admin = sidecar.admin_connection()
+    pins: list = []
+    try:
+        created = admin.create("bench-rotation")
+        profile_id, client_id = created["profile"]["id"], created["profile"]["client_id"]
+        gw = track(start_rotation_gateway(envoy_bin, wasm, sidecar))
+        port = gw.ports["gateway"]
+        mint_until(port, basic_auth(client_id, created["client_secret"]), SNAPSHOT_TIMEOUT_S, f"{label} gateway")
+        pins = pin_connections(gw, port, ROTATION_CONCURRENCY, PINS_PER_WORKER)
+        status, _, body = http_request(sidecar.port, "GET", "/readyz")
+        revision = json.loads(body).get("revision") if status == 200 else None
+        log(f"bench: {label}: sidecar at revision {revision}, envoy --concurrency {ROTATION_CONCURRENCY}, "
+            f"{len(pins)} keep-alive probe connections pinned to workers {sorted({p.worker for p in pins})}; "
+            f"{rotations} rotations")
+        rows = []
+        secret = created["client_secret"]
+        for i in range(1, rotations + 1):
+            row, secret = one_rotation(gw, port, pins, admin, profile_id, basic_auth(client_id, secret))
+            rows.append(row)
+            if i == rotations or i % 10 == 0:
+                log(f"  {label} {i}/{rotations}: first 401 {row['first_401_ms']:.2f} ms, both workers "
+                    f"{row['all_workers_ms']:.2f} ms ({row['probes']} probes)")
+    finally:
+        for pin in pins:
+            pin.close()
+        admin.close()
+    gw.stop()
+    gw.cleanup()
+    return {
+        "rotations": rotations,
+        "sidecar_revision_at_start": revision,
+        "envoy_concurrency": ROTATION_CONCURRENCY,
+        "probe_connections_per_worker": PINS_PER_WORKER,
+        "first_401_ms": describe([r["first_401_ms"] for r in rows]),
+        "all_workers_ms": describe([r["all_workers_ms"] for r in rows]),
+        "rotate_call_ms": describe([r["rotate_call_ms"] for r in rows]),
+        "all_workers_from_call_start_ms": describe([r["all_workers_from_call_start_ms"] for r in rows]),
+        "probes": describe([r["probes"] for r in rows]),
+        "reconnects": sum(r["reconnects"] for r in rows),
+        "first_probe_refused": sum(r["first_probe_refused"] for r in rows),
+        "per_rotation": rows,
+    }
 
 
 # --- wrk ------------------------------------------------------------------------
@@ -390,15 +778,41 @@ def table(summary: dict) -> str:
 
 
 RATIOS = (("guard", "passthrough"), ("jwt_authn", "passthrough"),
-          ("jwt_authn_cached", "passthrough"), ("token", "direct"))
+          ("jwt_authn_cached", "passthrough"), ("token", "direct"),
+          ("guard_sidecar_10k", "guard_sidecar_1", "guard10k/guard1"))
 
 
 def ratios(summary: dict, pairs=RATIOS) -> dict:
-    return {f"{a}/{b}": summary[a]["median_rps"] / summary[b]["median_rps"] for a, b in pairs}
+    """(a, b) or (a, b, label) -> {label or "a/b": median rps of a / of b};
+    pairs whose scenarios were not run are left out."""
+    out = {}
+    for a, b, *label in pairs:
+        if a in summary and b in summary:
+            out[label[0] if label else f"{a}/{b}"] = summary[a]["median_rps"] / summary[b]["median_rps"]
+    return out
 
 
-def last_line(rs: dict) -> str:
-    return "bench: " + " ".join(f"{k}={v:.2f}" for k, v in rs.items())
+def last_line(rs: dict, rotation: dict | None = None) -> str:
+    line = "bench: " + " ".join(f"{k}={v:.2f}" for k, v in rs.items())
+    if rotation:
+        first = rotation["first_401_ms"]
+        line += f" rotation_p50_ms={first['p50']:.1f} rotation_p99_ms={first['p99']:.1f}"
+    return line
+
+
+def rotation_table(runs: dict) -> str:
+    """runs: title -> measure_rotation() result."""
+    lines = [f"{'rotation, ms':<49} {'p50':>8} {'p99':>8} {'max':>8}", "-" * 76]
+    for title, rot in runs.items():
+        lines.append(f"{title}: {rot['rotations']} rotations, envoy --concurrency {rot['envoy_concurrency']}; "
+                     f"first probe already 401 in {rot['first_probe_refused']}")
+        for key, label in (("first_401_ms", "rotate call returned -> first 401"),
+                           ("all_workers_ms", "rotate call returned -> 401 on both workers"),
+                           ("rotate_call_ms", "the rotate call itself"),
+                           ("all_workers_from_call_start_ms", "rotate call sent -> 401 on both workers")):
+            d = rot[key]
+            lines.append(f"  {label:<47} {d['p50']:>8.2f} {d['p99']:>8.2f} {d['max']:>8.2f}")
+    return "\n".join(lines)
 
 
 # --- the run ------------------------------------------------------------------
@@ -407,44 +821,60 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--wasm", default=DEFAULT_WASM, help="the built filter (default: %(default)s)")
     ap.add_argument("--envoy", default=DEFAULT_ENVOY, help="Envoy binary (default: %(default)s)")
+    ap.add_argument("--sidecar", default=os.environ.get("TOLLGATE_SIDECAR", DEFAULT_SIDECAR),
+                    help="tollgate-sidecar binary (default: $TOLLGATE_SIDECAR or %s)" % DEFAULT_SIDECAR)
     ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default: 5)")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default: 5)")
     ap.add_argument("--connections", type=int, default=16, help="wrk connections (default: 16)")
     ap.add_argument("--warmup", type=int, default=1, help="seconds of warm-up per scenario (default: 1)")
-    ap.add_argument("--quick", action="store_true", help="smoke run: 1 s, 1 round")
+    ap.add_argument("--rotations", type=int, default=60, help="profile rotations timed (default: 60)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 1 s, 1 round, 10 rotations")
     ap.add_argument("--results", help=f"JSON output (default: {RESULTS}; with --quick {RESULTS_QUICK})")
     a = ap.parse_args(argv)
     if a.quick:
-        a.duration, a.rounds = 1, 1
+        a.duration, a.rounds, a.rotations = 1, 1, 10
     if a.results is None:
         a.results = str(RESULTS_QUICK if a.quick else RESULTS)
-    if a.duration < 1 or a.rounds < 1 or a.connections < 1:
-        ap.error("--duration, --rounds and --connections must be positive")
+    if a.duration < 1 or a.rounds < 1 or a.connections < 1 or a.rotations < 1:
+        ap.error("--duration, --rounds, --connections and --rotations must be positive")
     return a
 
 
-def ensure_wasm(path: str) -> None:
+def ensure_built(path: str, default: str, cargo_args: list) -> None:
     if pathlib.Path(path).exists():
         return
-    if path != DEFAULT_WASM:
+    if path != default:
         raise BenchError(f"{path} does not exist")
     print(f"bench: {path} missing, building it", flush=True)
-    subprocess.run(["cargo", "build", "--release", "--target", "wasm32-wasip1", "-p", "tollgate"],
-                   cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", *cargo_args], cwd=ROOT, check=True)
 
 
-def start(envoy_bin: str, wasm: str, profile: dict, direct_body: str) -> BenchEnvoy:
-    ports, admin = free_ports(LISTENERS), harness.free_port()
-    config = build_config(ports, admin_port=admin, wasm_path=wasm, profile=profile, direct_body=direct_body)
+def ensure_wasm(path: str) -> None:
+    ensure_built(path, DEFAULT_WASM, ["--target", "wasm32-wasip1", "-p", "tollgate"])
+
+
+def ensure_sidecar(path: str) -> None:
+    ensure_built(path, DEFAULT_SIDECAR, ["-p", "tollgate-sidecar"])
+
+
+def start(envoy_bin: str, wasm: str, profile: dict, direct_body: str, sidecars: dict | None = None) -> BenchEnvoy:
+    """The bench Envoy; `sidecars` (listener name -> BenchSidecar) adds one
+    sidecar-backed guard listener each."""
+    sidecars = sidecars or {}
+    ports = free_ports(LISTENERS + tuple(sidecars), exclude={s.port for s in sidecars.values()})
+    admin = harness.free_port()
+    extra_listeners, extra_clusters = sidecar_listeners(ports, wasm, sidecars)
+    config = build_config(ports, admin_port=admin, wasm_path=wasm, profile=profile, direct_body=direct_body,
+                          extra_listeners=extra_listeners, extra_clusters=extra_clusters)
     validate_config(envoy_bin, config)
     return BenchEnvoy(config, envoy=envoy_bin, ports=ports, admin_port=admin)
 
 
-def sample_token_response(envoy_bin: str, wasm: str, profile: dict, basic: str) -> bytes:
+def sample_token_response(envoy_bin: str, wasm: str, profile: dict, basic: str, track=lambda p: p) -> bytes:
     """Starts a short-lived Envoy (direct body a placeholder) to mint one
     token and returns the raw token response body: the real run's
     direct_response serves these exact bytes."""
-    env = start(envoy_bin, wasm, profile, direct_body="placeholder")
+    env = track(start(envoy_bin, wasm, profile, direct_body="placeholder"))
     try:
         _, body = mint_token(env.ports["tollgate"], basic)
     finally:
@@ -453,20 +883,29 @@ def sample_token_response(envoy_bin: str, wasm: str, profile: dict, basic: str) 
     return body
 
 
-def preflight(env: BenchEnvoy, token: str, basic: str, direct_body: bytes) -> None:
+def preflight(env: BenchEnvoy, token: str, basic: str, direct_body: bytes,
+              sidecar_tokens: dict | None = None) -> None:
     """Every scenario must measure its success path: guarded listeners answer
-    200 with the token and 401 without it (or with a broken signature)."""
-    bearer = {"Authorization": f"Bearer {token}"}
-    broken = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    200 with the token and 401 without it (or with a broken signature).
+    `sidecar_tokens`: sidecar-backed listener -> the token its scenario sends."""
+    sidecar_tokens = sidecar_tokens or {}
     expect_status(env.ports["passthrough"], "GET", API_PATH, 200, "passthrough")
-    for name in ("tollgate", "jwt_authn", "jwt_authn_cached"):
+    guarded = {name: token for name in ("tollgate", "jwt_authn", "jwt_authn_cached")} | sidecar_tokens
+    for name, tok in guarded.items():
         port = env.ports[name]
-        got = expect_status(port, "GET", API_PATH, 200, f"{name} with the token", bearer)
+        broken = tok[:-2] + ("AA" if not tok.endswith("AA") else "BB")
+        got = expect_status(port, "GET", API_PATH, 200, f"{name} with the token", {"Authorization": f"Bearer {tok}"})
         if got.decode(errors="replace") != UPSTREAM_BODY:
             raise BenchError(f"{name}: the answer did not come from fake_upstream: {got[:200]!r}")
         expect_status(port, "GET", API_PATH, 401, f"{name} without a token")
         expect_status(port, "GET", API_PATH, 401, f"{name} with a broken signature",
                       {"Authorization": f"Bearer {broken}"})
+        # Each Tollgate listener knows only its own profiles: the vm_ids keep
+        # the shared-data namespaces apart.
+        for other, other_tok in guarded.items():
+            if other != name and (name in sidecar_tokens or other in sidecar_tokens):
+                expect_status(port, "GET", API_PATH, 401, f"{name} with {other}'s token",
+                              {"Authorization": f"Bearer {other_tok}"})
     form = {"Content-Type": FORM, "Authorization": basic}
     expect_status(env.ports["tollgate"], "POST", TOKEN_PATH, 200, "token endpoint", form, TOKEN_BODY)
     expect_status(env.ports["tollgate"], "POST", TOKEN_PATH, 401, "token endpoint, wrong secret",
@@ -477,12 +916,18 @@ def preflight(env: BenchEnvoy, token: str, basic: str, direct_body: bytes) -> No
                          f"{headers.get('content-type')!r}; want 200, {len(direct_body)} bytes, application/json")
 
 
-def scenarios(token: str, basic: str) -> list:
+def scenarios(token: str, basic: str, sidecar_tokens: dict | None = None) -> list:
     bearer = (f"Authorization: Bearer {token}",)
     lua = token_lua(basic)
+    sidecar_scs = [
+        Scenario(f"guard_{name}", name, API_PATH, (f"Authorization: Bearer {tok}",),
+                 note=f"Tollgate verifies the bearer token; profiles from a sidecar holding "
+                      f"{SIDECAR_LISTENERS[name]:,} profile(s), via shared data")
+        for name, tok in (sidecar_tokens or {}).items()]
     return [
         Scenario("passthrough", "passthrough", API_PATH, note="no auth filter"),
         Scenario("guard", "tollgate", API_PATH, bearer, note="Tollgate verifies the bearer token"),
+        *sidecar_scs,
         Scenario("jwt_authn", "jwt_authn", API_PATH, bearer, note="envoy.filters.http.jwt_authn, no cache"),
         Scenario("jwt_authn_cached", "jwt_authn_cached", API_PATH, bearer,
                  note=f"jwt_authn with jwt_cache_size {JWT_CACHE_SIZE}"),
@@ -503,36 +948,112 @@ def _sigterm(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def scratch_dir() -> str | None:
+    """Where the sidecars' throwaway databases go: tmpfs if there is one.
+    The sidecar commits with synchronous=FULL, so on a disk every profile
+    created waits for an fsync (10,000 of them took 4 to 12 s here, with
+    the disk shared); no measured figure includes a sidecar write."""
+    shm = pathlib.Path("/dev/shm")
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+
+
+def start_sidecars(sidecar_bin: str, tmp: pathlib.Path, track, log=print) -> tuple[dict, dict, dict]:
+    """One sidecar per SIDECAR_LISTENERS entry, filled through the admin API.
+    Returns (listener -> sidecar, listener -> [Basic of the scenario's
+    profile, of the first, of the last created], listener -> info)."""
+    sidecars, basics, info = {}, {}, {}
+    for name, n in SIDECAR_LISTENERS.items():
+        sidecar = track(BenchSidecar(tmp / f"{name}.db", binary=sidecar_bin, port=harness.free_port()))
+        t = time.monotonic()
+        created = create_profiles(sidecar, n)
+        took = time.monotonic() - t
+        status, _, body = http_request(sidecar.port, "GET", "/readyz")
+        revision = json.loads(body).get("revision") if status == 200 else None
+        if revision != n:
+            raise BenchError(f"{name}: sidecar revision {revision} after creating {n} profiles")
+        log(f"bench: {name}: {n} profile(s) created through the admin API in {took:.1f} s "
+            f"({CREATE_CONNECTIONS if n > 1 else 1} keep-alive connection(s))")
+        sidecars[name] = sidecar
+        basics[name] = [basic_auth(c["profile"]["client_id"], c["client_secret"])
+                        for c in (created[n // 2], created[0], created[-1])]
+        info[name] = {"profiles": n, "create_s": round(took, 2)}
+    return sidecars, basics, info
+
+
+def wait_for_snapshots(env: BenchEnvoy, basics: dict, info: dict, log=print) -> dict:
+    """Waits until each sidecar-backed listener mints tokens for its
+    profiles (the first, last and scenario's): its snapshot is loaded.
+    Returns listener -> the token its scenario sends."""
+    tokens = {}
+    t = time.monotonic()
+    for name, (scenario_basic, *others) in basics.items():
+        tokens[name] = mint_until(env.ports[name], scenario_basic, SNAPSHOT_TIMEOUT_S, f"{name} snapshot")
+        info[name]["snapshot_loaded_s"] = round(time.monotonic() - t, 2)
+        for b in others:
+            mint_token(env.ports[name], b)
+        log(f"bench: {name}: profiles synced into the filter {info[name]['snapshot_loaded_s']:.1f} s "
+            f"after Envoy was ready")
+    return tokens
+
+
 def main(argv=None) -> int:
     a = parse_args(sys.argv[1:] if argv is None else argv)
     previous = signal.signal(signal.SIGTERM, _sigterm)
-    env = None
+    started = time.monotonic()
+    procs: list = []  # every process started here, stopped in the finally
+
+    def track(proc):
+        procs.append(proc)
+        return proc
+
+    tmp = None
+    log = lambda s: print(s, flush=True)  # noqa: E731
     try:
         ensure_wasm(a.wasm)
+        ensure_sidecar(a.sidecar)
         wasm = str(pathlib.Path(a.wasm).resolve())
+        sidecar_bin = str(pathlib.Path(a.sidecar).resolve())
+        tmp = pathlib.Path(tempfile.mkdtemp(prefix="tollgate-bench-", dir=scratch_dir()))
+
+        # Rotation first, on its own sidecar holding just the rotated profile.
+        sidecar = track(BenchSidecar(tmp / "rotation.db", binary=sidecar_bin, port=harness.free_port()))
+        rotation = measure_rotation(a.envoy, wasm, sidecar, a.rotations, track, log)
+        sidecar.stop()
+        sidecar.cleanup()
+
         profile, secret = harness.new_profile(allowed=("/api/",))
         basic = basic_auth(profile["client_id"], secret)
-
         print("bench: minting a sample token response for the direct listener's body", flush=True)
-        direct_body = sample_token_response(a.envoy, wasm, profile, basic)
-        env = start(a.envoy, wasm, profile, direct_body.decode())
+        direct_body = sample_token_response(a.envoy, wasm, profile, basic, track)
+
+        sidecars, sidecar_basics, sidecar_info = start_sidecars(sidecar_bin, tmp, track, log)
+        env = track(start(a.envoy, wasm, profile, direct_body.decode(), sidecars))
+        sidecar_tokens = wait_for_snapshots(env, sidecar_basics, sidecar_info, log)
         token, body = mint_token(env.ports["tollgate"], basic)
         if len(body) != len(direct_body):
             raise BenchError(f"token response is {len(body)} bytes, the sample was {len(direct_body)}")
-        preflight(env, token, basic, direct_body)
+        preflight(env, token, basic, direct_body, sidecar_tokens)
 
-        scs = scenarios(token, basic)
+        scs = scenarios(token, basic, sidecar_tokens)
         print(f"bench: envoy {envoy_version(a.envoy)}, --concurrency 1; wrk -t1 -c{a.connections} "
               f"-d{a.duration}s; {a.rounds} round(s) x {len(scs)} scenarios; "
               f"token response {len(direct_body)} bytes", flush=True)
         results = run_rounds(env, scs, rounds=a.rounds, duration=a.duration, connections=a.connections,
-                             warmup=a.warmup, log=lambda s: print(s, flush=True))
+                             warmup=a.warmup, log=log)
         env.stop()
         env.cleanup()
-        env = None
+        # The same rotation measurement with 10,000 other profiles loaded
+        # (each change republishes the profile index): reported, not on the
+        # last line. It adds a profile to sidecar_10k, so it runs last.
+        rotation_10k = measure_rotation(a.envoy, wasm, sidecars["sidecar_10k"], a.rotations, track, log,
+                                        label="rotation_10k")
+        for sidecar in sidecars.values():
+            sidecar.stop()
+            sidecar.cleanup()
 
         summary = summarize(results)
         rs = ratios(summary)
+        elapsed = time.monotonic() - started
         out = pathlib.Path(a.results)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({
@@ -543,29 +1064,45 @@ def main(argv=None) -> int:
             "settings": {"duration_s": a.duration, "rounds": a.rounds, "connections": a.connections,
                          "wrk_threads": 1, "envoy_concurrency": 1, "warmup_s": a.warmup,
                          "token_response_bytes": len(direct_body), "upstream_body_bytes": len(UPSTREAM_BODY),
-                         "jwt_cache_size": JWT_CACHE_SIZE},
+                         "jwt_cache_size": JWT_CACHE_SIZE, "rotations": a.rotations},
             "scenarios": {sc.name: {"listener": sc.listener, "path": sc.path, "note": sc.note,
                                     **summary[sc.name]} for sc in scs},
             "ratios": rs,
+            "sidecars": sidecar_info,
+            "rotation": rotation,
+            "rotation_10k_profiles": rotation_10k,
+            "elapsed_s": round(elapsed, 1),
         }, indent=1) + "\n")
         print()
         print(table(summary))
-        print(f"(results: {out})")
-        print(last_line(rs), flush=True)
+        print()
+        print(rotation_table({"1 profile": rotation,
+                              f"{SIDECAR_LISTENERS['sidecar_10k']:,} other profiles loaded": rotation_10k}))
+        print()
+        if "guard_sidecar_1" in summary:
+            print(f"guard_sidecar_1/guard={summary['guard_sidecar_1']['median_rps'] / summary['guard']['median_rps']:.2f}"
+                  " (profiles from shared data vs the static config)")
+        print(f"(results: {out}; {elapsed:.0f} s)")
+        print(last_line(rs, rotation), flush=True)
         return 0
-    except BenchError as e:
+    except (BenchError, RuntimeError, OSError, http.client.HTTPException) as e:
         print(f"bench: ERROR: {e}", file=sys.stderr, flush=True)
-        if env is not None:
-            print(f"bench: envoy log: {env.log_path}", file=sys.stderr)
+        for proc in procs:
+            if proc.log_path.exists():
+                print(f"bench: {proc.name} log: {proc.log_path}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr, flush=True)
+        for proc in procs:
+            proc.stop()
+            proc.cleanup()
         return 130
     finally:
-        if env is not None:
-            env.stop()
+        for proc in reversed(procs):
+            proc.stop()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         signal.signal(signal.SIGTERM, previous)
-
 
 if __name__ == "__main__":
     sys.exit(main())
