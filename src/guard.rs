@@ -15,6 +15,9 @@ use crate::jwt::{self, JwtError};
 use crate::profile::{Profile, ProfileLookup};
 
 struct CachedToken {
+    /// The whole token; the map is keyed by its signature only (cheaper to
+    /// hash), so a hit must still match the token exactly.
+    token: Box<str>,
     profile: Rc<Profile>,
     exp: u64,
     nbf: u64,
@@ -73,7 +76,8 @@ pub fn authorize(
         cache.generation = generation;
     }
     let invalid = |e: JwtError| BearerError::InvalidToken(e.description());
-    let profile = match cache.entries.get(token) {
+    let signature = token.rsplit_once('.').map_or(token, |(_, s)| s);
+    let profile = match cache.entries.get(signature).filter(|hit| *hit.token == *token) {
         Some(hit) => {
             jwt::check_time(hit.exp, hit.nbf, now, leeway).map_err(invalid)?;
             Rc::clone(&hit.profile)
@@ -84,7 +88,8 @@ pub fn authorize(
             if cache.entries.len() >= cache.capacity {
                 cache.entries.clear();
             }
-            cache.entries.insert(token.into(), CachedToken { profile: Rc::clone(&v.profile), exp: v.exp, nbf: v.nbf });
+            let entry = CachedToken { token: token.into(), profile: Rc::clone(&v.profile), exp: v.exp, nbf: v.nbf };
+            cache.entries.insert(signature.into(), entry);
             v.profile
         }
     };
@@ -167,6 +172,24 @@ mod tests {
             authorize(Some(&auth), "/sales/", &s, 1, 1000, 0, &mut cache).unwrap();
             assert!(cache.len() <= 2);
         }
+    }
+
+    #[test]
+    fn a_cached_signature_does_not_vouch_for_other_claims() {
+        let s = set(&[record(1)]);
+        let p = s.by_kid(&record(1).kid).unwrap();
+        let token = jwt::mint(&p, 1000, 3600, &[1; 16]);
+        let mut cache = VerifiedCache::new(8);
+        authorize(Some(&format!("Bearer {token}")), "/sales/", &s, 1, 1000, 0, &mut cache).unwrap();
+        // Same signature, other claims (a later exp): must be verified, and fail.
+        let (head, sig) = token.rsplit_once('.').unwrap();
+        let (h, _) = head.split_once('.').unwrap();
+        let claims = format!("{{\"sub\":\"{}\",\"exp\":99999999999}}", p.id);
+        let forged = format!("{h}.{}.{sig}", crate::b64::url_encode(claims.as_bytes()));
+        assert_eq!(
+            authorize(Some(&format!("Bearer {forged}")), "/sales/", &s, 1, 1000, 0, &mut cache).err(),
+            Some(BearerError::InvalidToken(JwtError::Signature.description()))
+        );
     }
 
     #[test]

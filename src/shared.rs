@@ -9,12 +9,14 @@
 //!   small value per request and re-reads profiles only when it moved.
 //! * `tollgate.kid.<kid>` = the profile record (JSON), `tollgate.cid.<client
 //!   id>` = its kid. An empty value means absent (shared data cannot delete).
-//! * `tollgate.index` = `id kid client_id` lines, so a poller that takes over
-//!   knows which keys the previous one wrote and can blank them.
+//! * `tollgate.id.<id>` = `kid client_id`: what a profile id owns, so a
+//!   deletion (which names only the id) can blank its keys whoever wrote them.
+//! * `tollgate.index` = the profile ids, one a line: rewritten only when the
+//!   set of ids changes, read when a poller takes over.
 //!
 //! Per-profile keys keep a change cheap for 10,000 profiles: a rotation
-//! rewrites two small keys, and each worker re-reads only the profiles its
-//! requests touch.
+//! rewrites a few small keys and the stamp, whatever the number of profiles,
+//! and each worker re-reads only the profiles its requests touch.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -34,6 +36,10 @@ pub fn kid_key(kid: &str) -> String {
 
 pub fn cid_key(client_id: &str) -> String {
     format!("tollgate.cid.{client_id}")
+}
+
+pub fn id_key(id: &str) -> String {
+    format!("tollgate.id.{id}")
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -194,6 +200,9 @@ pub struct Published {
 #[derive(Debug, Default)]
 pub struct Publisher {
     index: HashMap<String, Entry>,
+    /// Reverse maps, kept in step with `index`: who owns a kid / client id.
+    kid_owner: HashMap<String, String>,
+    cid_owner: HashMap<String, String>,
     stamp: Stamp,
     /// Whether this poller has a baseline (a snapshot, or a predecessor's
     /// stamp and index) to apply changes on.
@@ -208,16 +217,16 @@ impl Publisher {
         let Some(stamp) = store.get(STAMP_KEY).and_then(|(v, _)| Stamp::decode(&v)) else {
             return Self::default();
         };
-        let mut index = HashMap::new();
+        let mut p = Self { stamp, has_baseline: true, ..Self::default() };
         if let Some((bytes, _)) = store.get(INDEX_KEY) {
-            for line in String::from_utf8_lossy(&bytes).lines() {
-                let mut f = line.split(' ');
-                if let (Some(id), Some(kid), Some(cid)) = (f.next(), f.next(), f.next()) {
-                    index.insert(id.to_owned(), Entry { kid: kid.to_owned(), client_id: cid.to_owned() });
+            for id in String::from_utf8_lossy(&bytes).lines() {
+                let owned = store.get(&id_key(id)).and_then(|(v, _)| String::from_utf8(v).ok());
+                if let Some((kid, cid)) = owned.as_deref().and_then(|o| o.split_once(' ')) {
+                    p.own(id, Entry { kid: kid.to_owned(), client_id: cid.to_owned() });
                 }
             }
         }
-        Self { index, stamp, has_baseline: true }
+        p
     }
 
     /// The revision the next change-feed request starts from.
@@ -232,13 +241,12 @@ impl Publisher {
         snap: &Snapshot,
         now: u64,
     ) -> Result<Published, StoreError> {
-        let changes: Vec<(String, Option<&ProfileRecord>)> = {
-            let mut c: Vec<(String, Option<&ProfileRecord>)> =
-                snap.profiles.iter().map(|r| (r.id.clone(), Some(r))).collect();
-            let live: std::collections::HashSet<&str> = snap.profiles.iter().map(|r| r.id.as_str()).collect();
-            c.extend(self.index.keys().filter(|id| !live.contains(id.as_str())).map(|id| (id.clone(), None)));
-            c
-        };
+        let live: std::collections::HashSet<&str> = snap.profiles.iter().map(|r| r.id.as_str()).collect();
+        let mut changes: Vec<(&str, Option<&ProfileRecord>)> =
+            snap.profiles.iter().map(|r| (r.id.as_str(), Some(r))).collect();
+        changes.extend(self.index.keys().filter(|id| !live.contains(id.as_str())).map(|id| (id.as_str(), None)));
+        let changes: Vec<(String, Option<&ProfileRecord>)> =
+            changes.into_iter().map(|(id, r)| (id.to_owned(), r)).collect();
         let out = self.apply(store, &changes, snap.revision, now)?;
         self.has_baseline = true;
         Ok(out)
@@ -257,6 +265,25 @@ impl Publisher {
         self.write_stamp(store, next)
     }
 
+    fn own(&mut self, id: &str, e: Entry) {
+        self.kid_owner.insert(e.kid.clone(), id.to_owned());
+        self.cid_owner.insert(e.client_id.clone(), id.to_owned());
+        self.index.insert(id.to_owned(), e);
+    }
+
+    fn disown(&mut self, id: &str) -> Option<Entry> {
+        let e = self.index.remove(id)?;
+        if self.kid_owner.get(&e.kid).is_some_and(|o| o == id) {
+            self.kid_owner.remove(&e.kid);
+        }
+        if self.cid_owner.get(&e.client_id).is_some_and(|o| o == id) {
+            self.cid_owner.remove(&e.client_id);
+        }
+        Some(e)
+    }
+
+    /// Costs O(changes) shared-data writes, plus one index rewrite only when
+    /// profiles were added or removed.
     fn apply(
         &mut self,
         store: &impl SharedStore,
@@ -266,6 +293,7 @@ impl Publisher {
     ) -> Result<Published, StoreError> {
         let mut out = Published::default();
         let mut released: Vec<Entry> = Vec::new();
+        let mut ids_changed = false;
         for (id, record) in changes {
             let valid = record.and_then(|r| match Profile::from_record(r) {
                 Ok(p) if p.id == *id => Some((r, p)),
@@ -274,41 +302,39 @@ impl Publisher {
                     None
                 }
             });
-            let old = self.index.remove(id);
+            let old = self.disown(id);
+            ids_changed |= old.is_some() != valid.is_some();
             if let Some((record, profile)) = valid {
                 let body = serde_json::to_vec(record).map_err(|_| StoreError::Other)?;
                 store.set(&kid_key(&profile.kid), &body, None)?;
                 store.set(&cid_key(&profile.client_id), profile.kid.as_bytes(), None)?;
+                store.set(&id_key(id), format!("{} {}", profile.kid, profile.client_id).as_bytes(), None)?;
                 out.written += 1;
-                self.index.insert(id.clone(), Entry { kid: profile.kid, client_id: profile.client_id });
+                self.own(id, Entry { kid: profile.kid, client_id: profile.client_id });
+            } else if old.is_some() {
+                store.set(&id_key(id), b"", None)?;
             }
-            if let Some(old) = old {
-                released.push(old);
-            }
+            released.extend(old);
         }
         // Blank what no live profile owns any more (after the whole batch,
         // since a client id or kid may move between profiles in one batch).
-        let live_kids: std::collections::HashSet<&str> = self.index.values().map(|e| e.kid.as_str()).collect();
-        let live_cids: std::collections::HashSet<&str> = self.index.values().map(|e| e.client_id.as_str()).collect();
         for e in &released {
-            if !live_kids.contains(e.kid.as_str()) {
+            if !self.kid_owner.contains_key(&e.kid) {
                 store.set(&kid_key(&e.kid), b"", None)?;
                 out.removed += 1;
             }
-            if !live_cids.contains(e.client_id.as_str()) {
+            if !self.cid_owner.contains_key(&e.client_id) {
                 store.set(&cid_key(&e.client_id), b"", None)?;
             }
         }
-        let mut index = String::with_capacity(self.index.len() * 170);
-        for (id, e) in &self.index {
-            index.push_str(id);
-            index.push(' ');
-            index.push_str(&e.kid);
-            index.push(' ');
-            index.push_str(&e.client_id);
-            index.push('\n');
+        if ids_changed {
+            let mut index = String::with_capacity(self.index.len() * 65);
+            for id in self.index.keys() {
+                index.push_str(id);
+                index.push('\n');
+            }
+            store.set(INDEX_KEY, index.as_bytes(), None)?;
         }
-        store.set(INDEX_KEY, index.as_bytes(), None)?;
         let next = Stamp { generation: self.stamp.generation + 1, revision, synced_at: now };
         self.write_stamp(store, next)?;
         Ok(out)
@@ -489,6 +515,34 @@ pub(crate) mod tests {
         assert!(view.by_client_id("client-1").is_some());
         // The old poller may not overwrite the newer stamp.
         assert_eq!(first.touch(&store, 5), Err(StoreError::CasMismatch));
+    }
+
+    #[test]
+    fn rotation_leaves_the_index_alone_and_takeover_still_revokes() {
+        let store = MemStore::default();
+        let mut first = Publisher::default();
+        first.apply_snapshot(&store, &snapshot(1, vec![record(1), record(2)]), 0).unwrap();
+        let index_cas = store.get(INDEX_KEY).unwrap().1;
+        let mut rotated = record(1);
+        rotated.kid = record(60).kid;
+        let ch = Changes {
+            revision: 2,
+            reset: false,
+            changes: vec![Change { id: record(1).id, profile: Some(rotated.clone()) }],
+        };
+        first.apply_changes(&store, &ch, 0).unwrap();
+        assert_eq!(store.get(INDEX_KEY).unwrap().1, index_cas, "no index rewrite for a rotation");
+        // A new poller learns the rotated kid from the id key, and a deletion
+        // that names only the id blanks the right keys.
+        let mut second = Publisher::resume(&store);
+        let del = Changes { revision: 3, reset: false, changes: vec![Change { id: record(1).id, profile: None }] };
+        second.apply_changes(&store, &del, 0).unwrap();
+        let view = SharedProfiles::new(store.clone());
+        view.refresh(0, None).unwrap();
+        assert!(view.by_kid(&rotated.kid).is_none());
+        assert!(view.by_client_id("client-1").is_none());
+        assert!(view.by_client_id("client-2").is_some());
+        assert_eq!(String::from_utf8(store.get(INDEX_KEY).unwrap().0).unwrap(), format!("{}\n", record(2).id));
     }
 
     #[test]

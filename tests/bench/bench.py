@@ -783,12 +783,16 @@ RATIOS = (("guard", "passthrough"), ("jwt_authn", "passthrough"),
 
 
 def ratios(summary: dict, pairs=RATIOS) -> dict:
-    """(a, b) or (a, b, label) -> {label or "a/b": median rps of a / of b};
-    pairs whose scenarios were not run are left out."""
+    """(a, b) or (a, b, label) -> {label or "a/b": ratio}; pairs whose
+    scenarios were not run are left out. The ratio is the median over rounds
+    of a's rps / b's rps in the same round: the runs of one round are seconds
+    apart, so a round's ratio cancels most of this shared machine's drift,
+    which moves absolute throughput by a third from round to round."""
     out = {}
     for a, b, *label in pairs:
         if a in summary and b in summary:
-            out[label[0] if label else f"{a}/{b}"] = summary[a]["median_rps"] / summary[b]["median_rps"]
+            per_round = [x["rps"] / y["rps"] for x, y in zip(summary[a]["rounds"], summary[b]["rounds"])]
+            out[label[0] if label else f"{a}/{b}"] = statistics.median(per_round)
     return out
 
 
@@ -823,8 +827,8 @@ def parse_args(argv):
     ap.add_argument("--envoy", default=DEFAULT_ENVOY, help="Envoy binary (default: %(default)s)")
     ap.add_argument("--sidecar", default=os.environ.get("TOLLGATE_SIDECAR", DEFAULT_SIDECAR),
                     help="tollgate-sidecar binary (default: $TOLLGATE_SIDECAR or %s)" % DEFAULT_SIDECAR)
-    ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default: 5)")
-    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default: 5)")
+    ap.add_argument("--duration", type=int, default=3, help="seconds per wrk run (default: 3)")
+    ap.add_argument("--rounds", type=int, default=9, help="interleaved rounds (default: 9)")
     ap.add_argument("--connections", type=int, default=16, help="wrk connections (default: 16)")
     ap.add_argument("--warmup", type=int, default=1, help="seconds of warm-up per scenario (default: 1)")
     ap.add_argument("--rotations", type=int, default=60, help="profile rotations timed (default: 60)")
