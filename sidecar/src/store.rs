@@ -406,20 +406,7 @@ impl Store {
     }
 
     fn set_enabled(&mut self, key: &str, enabled: bool) -> Result<Profile> {
-        let tx = self.write_tx()?;
-        let current = find(&tx, key)?;
-        if current.enabled == enabled {
-            tx.commit()?;
-            return Ok(current);
-        }
-        let rev = bump_revision(&tx)?;
-        tx.execute(
-            "UPDATE profiles SET enabled = ?1, rev = ?2 WHERE id = ?3",
-            params![enabled, to_sql_rev(rev)?, current.id],
-        )?;
-        let profile = load_by_id(&tx, &current.id)?;
-        tx.commit()?;
-        Ok(profile)
+        self.update_column(key, "enabled", &enabled, |current| current.enabled == enabled)
     }
 
     /// Replaces the allowed prefixes. A no-op (no revision bump) if the
@@ -427,16 +414,30 @@ impl Store {
     pub fn set_prefixes(&mut self, key: &str, prefixes: &[String]) -> Result<Profile> {
         let prefixes = validate_prefixes(prefixes)?;
         let prefixes_json = encode_prefixes(&prefixes)?;
+        self.update_column(key, "allowed_prefixes", &prefixes_json, |current| current.allowed_prefixes == prefixes)
+    }
+
+    /// Sets one column of a profile in one transaction, bumping the revision,
+    /// unless `unchanged` says the value is already there (then nothing is
+    /// written and long-polls are not woken). `column` is one of our own
+    /// constants, never input.
+    fn update_column(
+        &mut self,
+        key: &str,
+        column: &'static str,
+        value: &dyn rusqlite::ToSql,
+        unchanged: impl FnOnce(&Profile) -> bool,
+    ) -> Result<Profile> {
         let tx = self.write_tx()?;
         let current = find(&tx, key)?;
-        if current.allowed_prefixes == prefixes {
+        if unchanged(&current) {
             tx.commit()?;
             return Ok(current);
         }
         let rev = bump_revision(&tx)?;
         tx.execute(
-            "UPDATE profiles SET allowed_prefixes = ?1, rev = ?2 WHERE id = ?3",
-            params![prefixes_json, to_sql_rev(rev)?, current.id],
+            &format!("UPDATE profiles SET {column} = ?1, rev = ?2 WHERE id = ?3"),
+            params![value, to_sql_rev(rev)?, current.id],
         )?;
         let profile = load_by_id(&tx, &current.id)?;
         tx.commit()?;
