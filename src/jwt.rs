@@ -81,10 +81,15 @@ pub struct Verified {
     pub nbf: u64,
 }
 
+/// The protected header of every token we mint, byte for byte.
+pub fn header_json(kid: &str) -> String {
+    format!("{{\"alg\":\"HS256\",\"kid\":\"{kid}\",\"typ\":\"JWT\"}}")
+}
+
 /// Mints `header.claims.signature` for `profile`, valid from `now` for
 /// `lifetime` seconds. `jti` makes two tokens minted in the same second differ.
+/// The encoded header and its part of the HMAC come prepared with the profile.
 pub fn mint(profile: &Profile, now: u64, lifetime: u64, jti: &[u8; 16]) -> String {
-    let header = format!("{{\"alg\":\"HS256\",\"kid\":\"{}\",\"typ\":\"JWT\"}}", profile.kid);
     let mut claims = String::with_capacity(160);
     // Writing to a String cannot fail.
     let _ = write!(
@@ -95,10 +100,11 @@ pub fn mint(profile: &Profile, now: u64, lifetime: u64, jti: &[u8; 16]) -> Strin
         encode_hex(jti)
     );
     let mut token = String::with_capacity(360);
-    b64::url_encode_into(header.as_bytes(), &mut token);
-    token.push('.');
+    token.push_str(profile.token_prefix());
+    let claims_start = token.len();
     b64::url_encode_into(claims.as_bytes(), &mut token);
-    let tag = profile.key.sign(token.as_bytes());
+    let tag = profile.sign_after_prefix(&token.as_bytes()[claims_start..]);
+    debug_assert_eq!(tag, profile.key.sign(token.as_bytes()));
     token.push('.');
     b64::url_encode_into(&tag, &mut token);
     token

@@ -72,6 +72,14 @@ impl SigningKey {
         mac.finalize().into_bytes().into()
     }
 
+    /// This key with `data` already absorbed: a constant prefix of every
+    /// signing input is hashed once, not per token.
+    pub fn absorbed(&self, data: &[u8]) -> Self {
+        let mut mac = self.0.clone();
+        mac.update(data);
+        Self(mac)
+    }
+
     /// Constant-time comparison of the tag.
     pub fn verify(&self, signing_input: &[u8], tag: &[u8]) -> bool {
         let mut mac = self.0.clone();
@@ -95,6 +103,10 @@ pub struct Profile {
     pub key: SigningKey,
     pub allowed_prefixes: Vec<String>,
     pub disabled: bool,
+    /// `base64url(header) "."`: the same for every token of this profile.
+    token_prefix: String,
+    /// `key` with `token_prefix` absorbed.
+    prefix_key: SigningKey,
 }
 
 impl Profile {
@@ -120,15 +132,31 @@ impl Profile {
         for p in &r.allowed_prefixes {
             path::validate_prefix(p).map_err(|problem| ProfileError::Prefix { prefix: p.clone(), problem })?;
         }
+        let key = SigningKey::new(&key);
+        let mut token_prefix = crate::b64::url_encode(crate::jwt::header_json(&kid).as_bytes());
+        token_prefix.push('.');
         Ok(Self {
+            prefix_key: key.absorbed(token_prefix.as_bytes()),
+            token_prefix,
             id,
             client_id: r.client_id.clone(),
             secret_sha256,
             kid,
-            key: SigningKey::new(&key),
+            key,
             allowed_prefixes: r.allowed_prefixes.clone(),
             disabled: r.disabled,
         })
+    }
+
+    /// What every token of this profile starts with: the encoded header and
+    /// the dot.
+    pub fn token_prefix(&self) -> &str {
+        &self.token_prefix
+    }
+
+    /// The HS256 tag of `token_prefix() + rest`, from the prepared state.
+    pub fn sign_after_prefix(&self, rest: &[u8]) -> [u8; 32] {
+        self.prefix_key.sign(rest)
     }
 
     /// Constant-time check of a presented secret against the stored hash.

@@ -14,9 +14,7 @@ proxy_wasm::main! {{
     std::panic::set_hook(Box::new(|info| {
         let _ = hostcalls::log(LogLevel::Critical, &format!("panic: {info}"));
     }));
-    proxy_wasm::set_root_context(|context_id| -> Box<dyn proxy_wasm::traits::RootContext> {
-        Box::new(root::Root::new(context_id))
-    });
+    proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> { Box::new(root::Root::new()) });
 }}
 
 pub(crate) fn log(level: LogLevel, message: &str) {

@@ -6,7 +6,8 @@ use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
-use sha2::{Digest, Sha256};
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 
 use super::http::Http;
 use super::log;
@@ -38,33 +39,26 @@ impl ProfileSource {
     }
 }
 
-/// Makes `jti` values: SHA-256 over a per-worker random seed and a counter,
-/// so minting costs no hostcall and two workers never collide.
+/// Makes `jti` values: SipHash, keyed from the host's randomness (WASI
+/// `random_get`, which std's `RandomState` draws on), over a counter. Unique
+/// per worker by the counter, across workers by the key, and it neither
+/// reveals how many tokens a worker minted nor costs a hostcall or a
+/// SHA-256 block per token.
 pub(crate) struct JtiSource {
-    seed: [u8; 32],
+    keys: RandomState,
     counter: u64,
 }
 
 impl JtiSource {
-    fn new(context_id: u32) -> Self {
-        let mut seed = [0u8; 32];
-        if getrandom::getrandom(&mut seed).is_err() {
-            // jti is a uniqueness nonce, not a secret: time and context id
-            // still separate workers if the host has no entropy call.
-            let mut h = Sha256::new();
-            h.update(super::now_secs().to_le_bytes());
-            h.update(context_id.to_le_bytes());
-            seed = h.finalize().into();
-            log(LogLevel::Warn, "no host randomness; jti seeded from time");
-        }
-        Self { seed, counter: 0 }
+    fn new() -> Self {
+        Self { keys: RandomState::new(), counter: 0 }
     }
 
     pub(crate) fn next(&mut self) -> [u8; 16] {
         self.counter += 1;
-        let digest = Sha256::new().chain_update(self.seed).chain_update(self.counter.to_le_bytes()).finalize();
         let mut out = [0u8; 16];
-        out.copy_from_slice(&digest[..16]);
+        out[..8].copy_from_slice(&self.keys.hash_one((self.counter, 0u8)).to_le_bytes());
+        out[8..].copy_from_slice(&self.keys.hash_one((self.counter, 1u8)).to_le_bytes());
         out
     }
 }
@@ -78,14 +72,13 @@ pub(crate) struct Worker {
 }
 
 pub(crate) struct Root {
-    context_id: u32,
     worker: Option<Rc<Worker>>,
     sync: Option<Sync>,
 }
 
 impl Root {
-    pub(crate) fn new(context_id: u32) -> Self {
-        Self { context_id, worker: None, sync: None }
+    pub(crate) fn new() -> Self {
+        Self { worker: None, sync: None }
     }
 }
 
@@ -138,7 +131,7 @@ impl RootContext for Root {
         };
         self.worker = Some(Rc::new(Worker {
             cache: RefCell::new(VerifiedCache::new(config.cache_size)),
-            jti: RefCell::new(JtiSource::new(self.context_id)),
+            jti: RefCell::new(JtiSource::new()),
             config,
             profiles,
         }));

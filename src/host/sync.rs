@@ -59,11 +59,10 @@ pub(crate) struct Sync {
 
 impl Sync {
     pub(crate) fn new(sidecar: SidecarConfig) -> Self {
-        let mut id = [0u8; 8];
-        if getrandom::getrandom(&mut id).is_err() {
-            id = now_ms().to_le_bytes();
-        }
-        Self { poller: Poller::new(u64::from_le_bytes(id)), sidecar }
+        // Random per worker VM (std's RandomState is keyed from WASI
+        // random_get): context ids repeat across workers, lease owners must not.
+        let me = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), now_ms());
+        Self { poller: Poller::new(me), sidecar }
     }
 
     pub(crate) fn on_tick(&mut self) {

@@ -323,6 +323,6 @@ def test_no_secret_or_token_in_logs(gateway, static_profiles):
     requests.post(token_url(gateway), data={"grant_type": "client_credentials", "client_id": cid,
                                             "client_secret": "wrong-" + secret})
     log = gateway.output()
-    assert "token issued" in log, "debug logging is on, so outcomes are logged"
+    assert "token refused: 401 invalid_client" in log, "debug logging is on, so refusals are logged"
     for needle in (secret, token, token.split(".")[2], static_profiles["sales"][0]["signing_key"]):
         assert needle not in log
