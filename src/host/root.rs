@@ -2,12 +2,12 @@
 //! worker's verified-token cache, shared with its HTTP contexts.
 
 use std::cell::RefCell;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 
 use super::http::Http;
 use super::log;
@@ -39,11 +39,11 @@ impl ProfileSource {
     }
 }
 
-/// Makes `jti` values: SipHash, keyed from the host's randomness (WASI
-/// `random_get`, which std's `RandomState` draws on), over a counter. Unique
-/// per worker by the counter, across workers by the key, and it neither
-/// reveals how many tokens a worker minted nor costs a hostcall or a
-/// SHA-256 block per token.
+/// Makes `jti` values: 128 bits of SipHash, keyed from the host's randomness
+/// (WASI `random_get`, which std's `RandomState` draws on), over a counter.
+/// Never-repeating inputs under a per-worker random key give distinct values
+/// with overwhelming probability; they do not reveal how many tokens a worker
+/// minted, and cost neither a hostcall nor a SHA-256 block per token.
 pub(crate) struct JtiSource {
     keys: RandomState,
     counter: u64,
