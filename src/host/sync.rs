@@ -72,10 +72,11 @@ impl Sync {
     }
 
     pub(crate) fn on_http_call_response(&mut self, token: u32, body_size: usize) {
-        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+        // The bytes variant: the SDK's string getter panics on non-UTF-8.
+        let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
             .ok()
             .flatten()
-            .and_then(|s| s.parse::<u32>().ok());
+            .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u32>().ok());
         let body =
             hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
         if let Some(next) = self.poller.on_response(&HostStore, token, status, &body, now_ms(), &mut logger()) {
