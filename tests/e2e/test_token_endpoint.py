@@ -326,3 +326,40 @@ def test_no_secret_or_token_in_logs(gateway, static_profiles):
     assert "token refused: 401 invalid_client" in log, "debug logging is on, so refusals are logged"
     for needle in (secret, token, token.split(".")[2], static_profiles["sales"][0]["signing_key"]):
         assert needle not in log
+
+
+class TestOAuthClientLibrary:
+    """oauthlib / requests-oauthlib, a widely used OAuth 2.0 client library,
+    doing the client-credentials grant and calling the API, as an
+    application would."""
+
+    def session(self, static_profiles, **kw):
+        import os
+        # oauthlib insists on https; these tests talk to Envoy on loopback.
+        os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
+        from oauthlib.oauth2 import BackendApplicationClient
+        from requests_oauthlib import OAuth2Session
+        cid, _ = creds(static_profiles)
+        return OAuth2Session(client=BackendApplicationClient(client_id=cid), **kw)
+
+    def test_basic_auth_default(self, gateway, static_profiles):
+        cid, secret = creds(static_profiles)
+        s = self.session(static_profiles)
+        token = s.fetch_token(token_url=token_url(gateway), client_id=cid, client_secret=secret)
+        assert token["token_type"] == "bearer" and token["expires_in"] == 3600
+        r = s.get(gateway.url + "/sales/report")
+        assert r.status_code == 200 and r.json()["headers"]["x-tollgate-client-id"] == [cid]
+
+    def test_credentials_in_body(self, gateway, static_profiles):
+        cid, secret = creds(static_profiles)
+        s = self.session(static_profiles)
+        token = s.fetch_token(token_url=token_url(gateway), client_id=cid, client_secret=secret,
+                              include_client_id=True)
+        assert harness.decode_jwt(token["access_token"])[1]["sub"] == static_profiles["sales"][0]["id"]
+
+    def test_wrong_secret_raises_invalid_client(self, gateway, static_profiles):
+        from oauthlib.oauth2.rfc6749.errors import InvalidClientError
+        cid, secret = creds(static_profiles)
+        with pytest.raises(InvalidClientError):
+            self.session(static_profiles).fetch_token(token_url=token_url(gateway), client_id=cid,
+                                                      client_secret=secret + "x")
