@@ -250,6 +250,23 @@ impl fmt::Debug for Store {
     }
 }
 
+/// What a profile gets at creation and again at every rotation: a client
+/// secret (kept only as its SHA-256) and a fresh signing key with its kid,
+/// all 256-bit values from the OS.
+struct Credentials {
+    secret: String,
+    secret_sha256: String,
+    kid: String,
+    signing_key: String,
+}
+
+impl Credentials {
+    fn new() -> Result<Self> {
+        let secret = random_hex(32)?;
+        Ok(Self { secret_sha256: sha256_hex(&secret), secret, kid: random_hex(32)?, signing_key: random_hex(32)? })
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) the database at `path`, creating its parent
     /// directory, enabling WAL and applying pending migrations.
@@ -326,10 +343,7 @@ impl Store {
         let prefixes_json = encode_prefixes(&prefixes)?;
         let id = random_hex(32)?;
         let client_id = random_hex(16)?;
-        let secret = random_hex(32)?;
-        let kid = random_hex(32)?;
-        let signing_key = random_hex(32)?;
-        let secret_sha256 = sha256_hex(&secret);
+        let Credentials { secret, secret_sha256, kid, signing_key } = Credentials::new()?;
         let now = unix_now();
 
         let tx = self.write_tx()?;
@@ -376,10 +390,7 @@ impl Store {
 
     /// Replaces the client secret, kid and signing key; sets `rotated_at`.
     pub fn rotate(&mut self, key: &str) -> Result<WithSecret> {
-        let secret = random_hex(32)?;
-        let kid = random_hex(32)?;
-        let signing_key = random_hex(32)?;
-        let secret_sha256 = sha256_hex(&secret);
+        let Credentials { secret, secret_sha256, kid, signing_key } = Credentials::new()?;
         let now = unix_now();
 
         let tx = self.write_tx()?;
