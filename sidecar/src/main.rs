@@ -2,7 +2,8 @@
 //! (`profile …`, `token generate`).
 //!
 //! Exit codes: 0 success, 1 operational failure (e.g. the database cannot be
-//! opened), 2 bad input or usage, 3 profile not found.
+//! opened or is unavailable), 2 bad input or usage, 3 profile not found,
+//! 4 conflict (`--if-revision` did not match).
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -13,12 +14,13 @@ use serde::Serialize;
 
 use tollgate_sidecar::auth::{load_token, TokenError, ADMIN_TOKEN, DATA_TOKEN};
 use tollgate_sidecar::server::{self, ServeConfig, ServeError};
-use tollgate_sidecar::store::{random_hex, Store, StoreError, DEFAULT_DB_PATH};
+use tollgate_sidecar::store::{random_hex, StoreError, StoreSpec, DEFAULT_DB_PATH};
 use tollgate_sidecar::views;
 
 const EXIT_FAILURE: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_NOT_FOUND: u8 = 3;
+const EXIT_CONFLICT: u8 = 4;
 
 #[derive(Parser, Debug)]
 #[command(name = "tollgate-sidecar", version, about = "Access-profile store and feed for the Tollgate Envoy filter")]
@@ -49,6 +51,19 @@ struct DbArg {
         value_name = "PATH"
     )]
     db: PathBuf,
+    /// The store: a SQLite file path (as --db) or a PostgreSQL URL
+    /// (postgres://user@host:port/dbname); overrides --db.
+    #[arg(long, env = "TOLLGATE_STORE", global = true, value_name = "PATH|URL")]
+    store: Option<String>,
+}
+
+impl DbArg {
+    fn spec(&self) -> StoreSpec {
+        match &self.store {
+            Some(text) => StoreSpec::parse(text),
+            None => StoreSpec::Sqlite(self.db.clone()),
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -96,21 +111,33 @@ enum ProfileCommand {
     Rotate {
         /// Profile id or client_id.
         id: String,
+        /// Refuse (exit 4) unless the profile is still at this revision.
+        #[arg(long, value_name = "REV")]
+        if_revision: Option<u64>,
     },
     /// Disable a profile.
     Disable {
         /// Profile id or client_id.
         id: String,
+        /// Refuse (exit 4) unless the profile is still at this revision.
+        #[arg(long, value_name = "REV")]
+        if_revision: Option<u64>,
     },
     /// Enable a profile.
     Enable {
         /// Profile id or client_id.
         id: String,
+        /// Refuse (exit 4) unless the profile is still at this revision.
+        #[arg(long, value_name = "REV")]
+        if_revision: Option<u64>,
     },
     /// Delete a profile.
     Delete {
         /// Profile id or client_id.
         id: String,
+        /// Refuse (exit 4) unless the profile is still at this revision.
+        #[arg(long, value_name = "REV")]
+        if_revision: Option<u64>,
     },
     /// Replace a profile's allowed prefixes.
     SetPrefixes {
@@ -119,6 +146,9 @@ enum ProfileCommand {
         /// Allowed path prefix (repeatable).
         #[arg(long = "allow", value_name = "PREFIX", required = true)]
         allow: Vec<String>,
+        /// Refuse (exit 4) unless the profile is still at this revision.
+        #[arg(long, value_name = "REV")]
+        if_revision: Option<u64>,
     },
 }
 
@@ -146,6 +176,8 @@ impl From<StoreError> for Failure {
             EXIT_USAGE
         } else if e.is_not_found() {
             EXIT_NOT_FOUND
+        } else if e.is_conflict() {
+            EXIT_CONFLICT
         } else {
             EXIT_FAILURE
         };
@@ -235,14 +267,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
 fn serve(args: ServeArgs) -> Result<(), Failure> {
     let admin_token = load_token(ADMIN_TOKEN, args.admin_token_file.as_deref())?;
     let data_token = load_token(DATA_TOKEN, args.data_token_file.as_deref())?;
-    server::run(ServeConfig { db: args.db.db, listen: args.listen, admin_token, data_token })?;
+    server::run(ServeConfig { store: args.db.spec(), listen: args.listen, admin_token, data_token })?;
     Ok(())
 }
 
 fn profile(args: ProfileArgs) -> Result<(), Failure> {
-    let mut store = Store::open(&args.db.db).map_err(|e| {
+    let spec = args.db.spec();
+    let mut store = spec.open().map_err(|e| {
         let f = Failure::from(e);
-        Failure::new(EXIT_FAILURE, format!("cannot open database {}: {}", args.db.db.display(), f.message))
+        Failure::new(EXIT_FAILURE, format!("cannot open database {}: {}", spec.describe(), f.message))
     })?;
     match args.command {
         ProfileCommand::Create { name, allow } => {
@@ -257,24 +290,24 @@ fn profile(args: ProfileArgs) -> Result<(), Failure> {
             let p = store.get(&id)?;
             print_json(&views::ProfileEnvelope::new(&p))
         }
-        ProfileCommand::Rotate { id } => {
-            let rotated = store.rotate(&id)?;
+        ProfileCommand::Rotate { id, if_revision } => {
+            let rotated = store.rotate(&id, if_revision)?;
             print_json(&views::CliSecretEnvelope::new(&rotated))
         }
-        ProfileCommand::Disable { id } => {
-            let p = store.disable(&id)?;
+        ProfileCommand::Disable { id, if_revision } => {
+            let p = store.set_enabled(&id, false, if_revision)?;
             print_json(&views::ProfileEnvelope::new(&p))
         }
-        ProfileCommand::Enable { id } => {
-            let p = store.enable(&id)?;
+        ProfileCommand::Enable { id, if_revision } => {
+            let p = store.set_enabled(&id, true, if_revision)?;
             print_json(&views::ProfileEnvelope::new(&p))
         }
-        ProfileCommand::Delete { id } => {
-            let deleted = store.delete(&id)?;
+        ProfileCommand::Delete { id, if_revision } => {
+            let deleted = store.delete(&id, if_revision)?;
             print_json(&views::Deleted { deleted: &deleted })
         }
-        ProfileCommand::SetPrefixes { id, allow } => {
-            let p = store.set_prefixes(&id, &allow)?;
+        ProfileCommand::SetPrefixes { id, allow, if_revision } => {
+            let p = store.set_prefixes(&id, &allow, if_revision)?;
             print_json(&views::ProfileEnvelope::new(&p))
         }
     }

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub mod pg;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_tollgate-sidecar");
 pub const ADMIN: &str = "test-admin-token-0123456789";
 pub const DATA: &str = "test-data-token-9876543210";
@@ -28,10 +30,20 @@ pub struct Server {
 impl Server {
     /// Starts the server on an ephemeral port and waits for its banner.
     pub fn start(db: &Path) -> Server {
+        Self::start_args(&["--db".as_ref(), db.as_os_str()], db)
+    }
+
+    /// Starts the server on `--store STORE` (a path or a PostgreSQL URL).
+    pub fn start_store(store: &str) -> Server {
+        Self::start_args(&["--store".as_ref(), store.as_ref()], Path::new(store))
+    }
+
+    fn start_args(store_args: &[&std::ffi::OsStr], db: &Path) -> Server {
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
-            .arg(db)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(store_args)
             .env_remove("TOLLGATE_DB")
+            .env_remove("TOLLGATE_STORE")
             .env_remove("TOLLGATE_SIDECAR_LISTEN")
             .env("TOLLGATE_ADMIN_TOKEN", ADMIN)
             .env("TOLLGATE_DATA_TOKEN", DATA)
@@ -254,6 +266,7 @@ pub fn cli(db: &Path, args: &[&str]) -> Output {
         .arg("--db")
         .arg(db)
         .env_remove("TOLLGATE_DB")
+        .env_remove("TOLLGATE_STORE")
         .stdin(Stdio::null())
         .output()
         .expect("run cli")
@@ -264,6 +277,7 @@ pub fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .env_remove("TOLLGATE_DB")
+        .env_remove("TOLLGATE_STORE")
         .env_remove("TOLLGATE_ADMIN_TOKEN")
         .env_remove("TOLLGATE_DATA_TOKEN")
         .env_remove("TOLLGATE_SIDECAR_LISTEN")
