@@ -66,6 +66,15 @@ setup_bindgen() {
     fi
 }
 
+setup_postgres() {
+    # Debian's PostgreSQL server binaries (the tests start their own server
+    # with initdb in a temp dir; no system cluster is used), and the
+    # 'postgres' user the package creates, which the tests run it as when
+    # they run as root.
+    compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null && return 0
+    need_apt "initdb-is-missing:postgresql"
+}
+
 setup() {
     need_apt curl:curl node:nodejs python3:python3
     # Debian's python3 ships venv's ensurepip separately.
@@ -86,6 +95,7 @@ build() {
 cmd_test() {
     setup
     setup_bindgen
+    setup_postgres
     say "cargo fmt --check"
     cargo fmt --all --check
     say "clippy (host, all targets) and clippy (wasm32-wasip1 filter)"
@@ -104,6 +114,7 @@ cmd_test() {
 
 cmd_bench() {
     setup
+    setup_postgres
     need_apt wrk:wrk
     build
     "$VENV/bin/python" tests/bench/bench.py --wasm "$WASM" --envoy "$VENV/bin/envoy" --sidecar "$SIDECAR" "$@"
@@ -120,6 +131,6 @@ case "${1:-}" in
     run) shift; cmd_run "$@" ;;
     test) shift; cmd_test "$@" ;;
     bench) shift; cmd_bench "$@" ;;
-    setup) setup; setup_bindgen ;;
+    setup) setup; setup_bindgen; setup_postgres ;;
     *) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

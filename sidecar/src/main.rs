@@ -79,6 +79,10 @@ struct ServeArgs {
     /// File holding the data API token (else $TOLLGATE_DATA_TOKEN).
     #[arg(long, value_name = "PATH")]
     data_token_file: Option<PathBuf>,
+    /// How often to poll the store revision for changes made elsewhere
+    /// (default 100 ms on SQLite; on PostgreSQL a 5000 ms backstop to LISTEN).
+    #[arg(long, env = "TOLLGATE_POLL_MS", value_name = "MS", value_parser = clap::value_parser!(u64).range(10..))]
+    poll_ms: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -267,7 +271,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
 fn serve(args: ServeArgs) -> Result<(), Failure> {
     let admin_token = load_token(ADMIN_TOKEN, args.admin_token_file.as_deref())?;
     let data_token = load_token(DATA_TOKEN, args.data_token_file.as_deref())?;
-    server::run(ServeConfig { store: args.db.spec(), listen: args.listen, admin_token, data_token })?;
+    server::run(ServeConfig {
+        store: args.db.spec(),
+        poll_interval: args.poll_ms.map(std::time::Duration::from_millis),
+        listen: args.listen,
+        admin_token,
+        data_token,
+    })?;
     Ok(())
 }
 

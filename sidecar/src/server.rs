@@ -50,6 +50,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct ServeConfig {
     /// The store: a SQLite file or a PostgreSQL URL.
     pub store: StoreSpec,
+    /// How often the store revision is polled; `None` for the engine's
+    /// default ([`POLL_INTERVAL`], [`PG_BACKSTOP_INTERVAL`]).
+    pub poll_interval: Option<Duration>,
     /// Address to bind, e.g. `127.0.0.1:8081` (port 0 picks a free port).
     pub listen: String,
     /// Admin API bearer token.
@@ -102,18 +105,20 @@ pub fn run(config: ServeConfig) -> Result<(), ServeError> {
     if config.admin_token == config.data_token {
         return Err(ServeError::SameTokens);
     }
-    let store = config.store.open().map_err(|source| ServeError::Db { path: config.store.describe(), source })?;
+    // Opened and first read outside the runtime: the PostgreSQL driver
+    // blocks, which only the blocking pool may do once the runtime runs.
+    let mut store = config.store.open().map_err(|source| ServeError::Db { path: config.store.describe(), source })?;
+    let initial_revision =
+        store.revision().map_err(|source| ServeError::Db { path: config.store.describe(), source })?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(8)
         .build()
         .map_err(ServeError::Runtime)?;
-    runtime.block_on(serve(config, store))
+    runtime.block_on(serve(config, store, initial_revision))
 }
 
-async fn serve(config: ServeConfig, mut store: Store) -> Result<(), ServeError> {
-    let initial_revision =
-        store.revision().map_err(|source| ServeError::Db { path: config.store.describe(), source })?;
+async fn serve(config: ServeConfig, store: Store, initial_revision: u64) -> Result<(), ServeError> {
     let described = store.describe();
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
@@ -131,12 +136,12 @@ async fn serve(config: ServeConfig, mut store: Store) -> Result<(), ServeError> 
     });
 
     let (interval, change_listener) = match &config.store {
-        StoreSpec::Sqlite(_) => (POLL_INTERVAL, None),
+        StoreSpec::Sqlite(_) => (config.poll_interval.unwrap_or(POLL_INTERVAL), None),
         StoreSpec::Postgres(url) => {
             let pg = postgres::parse_config(url)
                 .map_err(|source| ServeError::Db { path: config.store.describe(), source })?;
             let handle = spawn_listener(pg, state.clone(), shutdown_rx.clone()).map_err(ServeError::Runtime)?;
-            (PG_BACKSTOP_INTERVAL, Some(handle))
+            (config.poll_interval.unwrap_or(PG_BACKSTOP_INTERVAL), Some(handle))
         }
     };
     let poller = tokio::spawn(poll_revision(state.clone(), shutdown_rx.clone(), interval));
@@ -166,7 +171,7 @@ async fn serve(config: ServeConfig, mut store: Store) -> Result<(), ServeError> 
     drop(state);
     if let Ok(mutex) = Arc::try_unwrap(store) {
         let store = mutex.into_inner().unwrap_or_else(PoisonError::into_inner);
-        if let Err(e) = store.close() {
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.close()).await {
             log!("closing the database failed: {e}");
         }
     }
