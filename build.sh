@@ -118,6 +118,9 @@ cmd_bench() {
     need_apt wrk:wrk
     build
     "$VENV/bin/python" tests/bench/bench.py --wasm "$WASM" --envoy "$VENV/bin/envoy" --sidecar "$SIDECAR" "$@"
+    say "fleet: PostgreSQL + 3 sidecars + 3 Envoys"
+    TOLLGATE_ENVOY="$VENV/bin/envoy" TOLLGATE_WASM="$WASM" TOLLGATE_SIDECAR="$SIDECAR" \
+        "$VENV/bin/python" tests/bench/fleet.py
 }
 
 cmd_run() {

@@ -720,6 +720,11 @@ async fn data_changes(
                 }
             }
             _ = tokio::time::sleep_until(deadline) => {
+                // Read again rather than answer from before the wait: an
+                // empty 200 tells the proxy its snapshot is current, which
+                // must not be claimed by a sidecar that lost its store
+                // meanwhile (it answers 503, and the proxy's snapshot ages).
+                let changes = with_store(&state, move |s| s.changes_since(since)).await?;
                 return Ok(json(StatusCode::OK, &views::DataChanges::new(&changes)));
             }
         }
