@@ -184,6 +184,18 @@ impl PgStore {
         result
     }
 
+    /// Like [`PgStore::with_client`] for reads, which are safe to repeat: a
+    /// connection that died while idle (a database restart) is only noticed
+    /// by its next query, so one failure on a kept connection is retried on
+    /// a fresh one rather than reported.
+    fn read_with_client<T>(&mut self, f: impl Fn(&mut Client) -> Result<T>) -> Result<T> {
+        let had_connection = self.client.as_ref().is_some_and(|c| !c.is_closed());
+        match self.with_client(&f) {
+            Err(StoreError::Unavailable(_)) if had_connection => self.with_client(f),
+            other => other,
+        }
+    }
+
     /// One write transaction: the revision row locked first, `f`, commit.
     fn write<T>(&mut self, f: impl FnOnce(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
         self.with_client(|client| {
@@ -196,8 +208,8 @@ impl PgStore {
     }
 
     /// One read-only transaction at one snapshot.
-    fn read<T>(&mut self, f: impl FnOnce(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
-        self.with_client(|client| {
+    fn read<T>(&mut self, f: impl Fn(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
+        self.read_with_client(|client| {
             let mut tx = client
                 .build_transaction()
                 .isolation_level(IsolationLevel::RepeatableRead)
@@ -264,7 +276,7 @@ impl ProfileStore for PgStore {
     }
 
     fn revision(&mut self) -> Result<u64> {
-        self.with_client(read_revision)
+        self.read_with_client(read_revision)
     }
 
     fn create(&mut self, name: &str, prefixes: &[String]) -> Result<WithSecret> {
@@ -307,7 +319,7 @@ impl ProfileStore for PgStore {
     }
 
     fn get(&mut self, key: &str) -> Result<Profile> {
-        self.with_client(|c| find(c, key))
+        self.read_with_client(|c| find(c, key))
     }
 
     fn rotate(&mut self, key: &str, if_revision: Option<u64>) -> Result<WithSecret> {
