@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import pathlib
+import shutil
 import tempfile
 import time
 import urllib.request
@@ -70,6 +71,10 @@ class IstioEnvoy(harness.Envoy):
         if mutate:
             mutate(cfg)
         super().__init__(cfg, port=gateways[0]["port"], admin_port=admin, name="envoy-istio")
+
+    def stop(self, *args, **kwargs) -> None:
+        super().stop(*args, **kwargs)
+        shutil.rmtree(self.ecds_dir, ignore_errors=True)
 
     def config_dump(self) -> dict:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/config_dump", timeout=5) as r:
