@@ -1,6 +1,6 @@
 """The filter as Istio loads it, end to end: Envoy (2 workers) with exactly
 the ECDS resource istiod and its agent generate from envoy/istio/wasmplugin.yaml
-(no vm_id, root_id = pluginName, pluginConfig as a JSON string, no
+(and from trafficextension.yaml) (no vm_id, root_id = pluginName, pluginConfig as a JSON string, no
 allow_on_headers_stop_iteration, fail-closed), the sidecar reached through a
 cluster named like Istio's outbound cluster, and the token-path routing of
 envoy/istio/token-route.yaml. Then two such plugins in one proxy, which share
@@ -35,10 +35,18 @@ def wasmplugin() -> dict:
     return wp
 
 
-def plugin_config_for(sidecar: harness.Sidecar, **overrides) -> dict:
+def wasm_spec(kind: str) -> dict:
+    """The plugin fields of wasmplugin.yaml or trafficextension.yaml."""
+    if kind == "WasmPlugin":
+        return wasmplugin()["spec"]
+    (te,) = manifest("trafficextension.yaml")
+    return te["spec"]["wasm"]
+
+
+def plugin_config_for(sidecar: harness.Sidecar, kind: str = "WasmPlugin", **overrides) -> dict:
     """The manifest's pluginConfig with only the deployment secrets (and,
     for a second plugin, its namespace and cluster) filled in."""
-    cfg = copy.deepcopy(wasmplugin()["spec"]["pluginConfig"])
+    cfg = copy.deepcopy(wasm_spec(kind)["pluginConfig"])
     cfg["sidecar"]["data_token"] = sidecar.data_token
     for key, value in overrides.items():
         if key in ("cluster", "authority"):
@@ -57,8 +65,9 @@ class IstioEnvoy(harness.Envoy):
         gateways = []
         self.extensions = []
         for i, p in enumerate(plugins):
-            ext = render.istio_wasm_extension(harness.WASM, p["config"], name=p["name"],
-                                              plugin_name=wasmplugin()["spec"]["pluginName"])
+            kind = p.get("kind", "WasmPlugin")
+            ext = render.istio_wasm_extension(harness.WASM, p["config"], name=p["name"], kind=kind,
+                                              plugin_name=wasm_spec(kind)["pluginName"])
             path = self.ecds_dir / f"{p['name']}.json"
             path.write_text(json.dumps(render.ecds_document(ext)))
             gateways.append({"name": f"gateway_{i}", "port": harness.free_port(),
@@ -108,17 +117,19 @@ def sidecar(tmp_path):
     s.stop()
 
 
-def test_istio_shaped_filter_token_guard_rotation(upstream, sidecar):
-    cluster = wasmplugin()["spec"]["pluginConfig"]["sidecar"]["cluster"]
+@pytest.mark.parametrize("kind", ["WasmPlugin", "TrafficExtension"])
+def test_istio_shaped_filter_token_guard_rotation(upstream, sidecar, kind):
+    cluster = wasm_spec(kind)["pluginConfig"]["sidecar"]["cluster"]
     assert cluster == render.istio_cluster("tollgate-sidecar", "tollgate", 8081)
-    envoy = IstioEnvoy(upstream, [{"name": "tollgate", "config": plugin_config_for(sidecar)}],
+    envoy = IstioEnvoy(upstream, [{"name": "tollgate", "kind": kind, "config": plugin_config_for(sidecar, kind)}],
                        {cluster: sidecar.port})
     try:
         url = envoy.url
         # What Envoy runs is the Istio shape (its own view, not ours).
         dump = json.dumps(envoy.config_dump())
         (ext,) = envoy.extensions
-        assert ext["name"] == "extensions.istio.io/trafficextension/istio-system.tollgate~istio-translated-wasmplugin"
+        suffix = "~istio-translated-wasmplugin" if kind == "WasmPlugin" else ""
+        assert ext["name"] == "extensions.istio.io/trafficextension/istio-system.tollgate" + suffix
         assert ext["name"] in dump
         plugin = ext["typed_config"]["config"]
         assert "vm_id" not in plugin["vm_config"] and '"vm_id"' not in dump
@@ -255,13 +266,14 @@ def test_without_the_envoyfilter_the_sink_route_answers_first(upstream, sidecar)
     """Why token-route.yaml has an EnvoyFilter: without the buffer on the
     token route, the router's 404 goes out before the filter has the body."""
     cluster = render.istio_cluster("tollgate-sidecar", "tollgate", 8081)
+    cid, secret, _ = create(sidecar)
     envoy = IstioEnvoy(upstream, [{"name": "tollgate", "config": plugin_config_for(sidecar)}],
                        {cluster: sidecar.port}, mutate=without_token_route_buffer)
     try:
-        until(lambda: call(envoy.url, "x").status_code == 401, 10, "first snapshot")
-        cid, secret, _ = create(sidecar)
-        time.sleep(1)
-        assert token(envoy.url, cid, secret).status_code == 404
+        envoy.wait_output(r"loaded profile snapshot: revision \d+, 1 profile")
+        # A valid client, a loaded profile, and still no token.
+        r = token(envoy.url, cid, secret)
+        assert r.status_code == 404 and "access_token" not in r.text
     finally:
         envoy.stop()
 
