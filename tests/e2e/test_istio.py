@@ -7,6 +7,7 @@ envoy/istio/token-route.yaml. Then two such plugins in one proxy, which share
 one shared-data space, kept apart by shared_data_namespace."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import pathlib
@@ -207,23 +208,36 @@ def test_fail_closed_before_the_first_snapshot(upstream, sidecar):
         envoy.stop()
 
 
+@contextlib.contextmanager
+def two_gateways(upstream, tmp_path, *, namespaces: bool):
+    """One Envoy, two gateway listeners, each with its own Tollgate plugin
+    and its own sidecar (Istio names gw-a and gw-b), no vm_id; with
+    `namespaces`, the plugins' shared_data_namespace are gw-a and gw-b,
+    otherwise both keep the default."""
+    sidecars = {ns: harness.Sidecar(tmp_path / f"{ns}.db") for ns in ("gw-a", "gw-b")}
+    envoy = None
+    try:
+        plugins, clusters = [], {}
+        for ns, side in sidecars.items():
+            cluster = render.istio_cluster("tollgate-sidecar", ns, 8081)
+            extra = {"shared_data_namespace": ns} if namespaces else {}
+            plugins.append({"name": f"tollgate-{ns}", "config": plugin_config_for(
+                side, cluster=cluster, authority=f"tollgate-sidecar.{ns}.svc.cluster.local", **extra)})
+            clusters[cluster] = side.port
+        envoy = IstioEnvoy(upstream, plugins, clusters)
+        yield envoy, sidecars["gw-a"], sidecars["gw-b"]
+    finally:
+        if envoy:
+            envoy.stop()
+        for side in sidecars.values():
+            side.stop()
+
+
 def test_two_plugins_in_one_proxy_do_not_collide(upstream, tmp_path):
     """Two gateways, two sidecars with their own profiles, one Envoy, no
     vm_id: each plugin knows only its own clients, and a rotation in one
     leaves the other alone."""
-    side_a = harness.Sidecar(tmp_path / "a.db")
-    side_b = harness.Sidecar(tmp_path / "b.db")
-    envoy = None
-    try:
-        ca = render.istio_cluster("tollgate-sidecar", "gw-a", 8081)
-        cb = render.istio_cluster("tollgate-sidecar", "gw-b", 8081)
-        plugins = [
-            {"name": "tollgate-a", "config": plugin_config_for(side_a, shared_data_namespace="gw-a", cluster=ca,
-                                                               authority="tollgate-sidecar.gw-a.svc.cluster.local")},
-            {"name": "tollgate-b", "config": plugin_config_for(side_b, shared_data_namespace="gw-b", cluster=cb,
-                                                               authority="tollgate-sidecar.gw-b.svc.cluster.local")},
-        ]
-        envoy = IstioEnvoy(upstream, plugins, {ca: side_a.port, cb: side_b.port})
+    with two_gateways(upstream, tmp_path, namespaces=True) as (envoy, side_a, side_b):
         url_a, url_b = envoy.urls
         for u in envoy.urls:
             until(lambda u=u: call(u, "x").status_code == 401, 10, "first snapshot")
@@ -248,11 +262,6 @@ def test_two_plugins_in_one_proxy_do_not_collide(upstream, tmp_path):
         # Each namespace elected its own poller.
         log = envoy.output()
         assert log.count("this worker is now the profile poller") >= 2
-    finally:
-        if envoy:
-            envoy.stop()
-        side_a.stop()
-        side_b.stop()
 
 
 def without_token_route_buffer(cfg: dict) -> None:
@@ -282,15 +291,7 @@ def test_without_namespaces_two_plugins_do_collide(upstream, tmp_path):
     """Why shared_data_namespace exists: with the same (default) namespace,
     two plugins in one proxy publish into the same keys, and one gateway
     accepts the other's clients."""
-    side_a = harness.Sidecar(tmp_path / "a.db")
-    side_b = harness.Sidecar(tmp_path / "b.db")
-    envoy = None
-    try:
-        ca = render.istio_cluster("tollgate-sidecar", "gw-a", 8081)
-        cb = render.istio_cluster("tollgate-sidecar", "gw-b", 8081)
-        plugins = [{"name": "tollgate-a", "config": plugin_config_for(side_a, cluster=ca)},
-                   {"name": "tollgate-b", "config": plugin_config_for(side_b, cluster=cb)}]
-        envoy = IstioEnvoy(upstream, plugins, {ca: side_a.port, cb: side_b.port})
+    with two_gateways(upstream, tmp_path, namespaces=False) as (envoy, side_a, side_b):
         url_a, url_b = envoy.urls
         cid_a, sec_a, _ = create(side_a)
         cid_b, sec_b, _ = create(side_b)
@@ -298,8 +299,3 @@ def test_without_namespaces_two_plugins_do_collide(upstream, tmp_path):
         # gateway now serves that sidecar's clients.
         until(lambda: token(url_b, cid_a, sec_a).status_code == 200
               or token(url_a, cid_b, sec_b).status_code == 200, 10, "a client accepted by the wrong gateway")
-    finally:
-        if envoy:
-            envoy.stop()
-        side_a.stop()
-        side_b.stop()
