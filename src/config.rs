@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 
 use crate::path;
 use crate::profile::{ProfileRecord, ProfileSet};
+use crate::shared;
 
 /// The document, field by field. Each top-level field (and each profile) is
 /// decoded on its own so an error can name its path without the weight of a
@@ -26,6 +27,7 @@ struct RawConfig {
     max_token_request_bytes: usize,
     hold_token_request_headers: bool,
     verified_token_cache_size: usize,
+    shared_data_namespace: String,
     profiles: Option<Vec<ProfileRecord>>,
     sidecar: Option<RawSidecar>,
 }
@@ -43,6 +45,7 @@ impl Default for RawConfig {
             max_token_request_bytes: 16 * 1024,
             hold_token_request_headers: false,
             verified_token_cache_size: 4096,
+            shared_data_namespace: shared::DEFAULT_NAMESPACE.into(),
             profiles: None,
             sidecar: None,
         }
@@ -112,6 +115,9 @@ pub struct Config {
     /// it the host turns Pause into "stop all" and the body never arrives.
     pub hold_token_request_headers: bool,
     pub cache_size: usize,
+    /// Prefix of every shared-data key this plugin uses: plugins sharing a
+    /// `vm_id` (Istio sets none) need distinct namespaces.
+    pub shared_data_namespace: String,
     pub static_profiles: Option<Rc<ProfileSet>>,
     pub sidecar: Option<SidecarConfig>,
 }
@@ -154,6 +160,7 @@ impl RawConfig {
                 "max_token_request_bytes" => raw.max_token_request_bytes = field(value, name)?,
                 "hold_token_request_headers" => raw.hold_token_request_headers = field(value, name)?,
                 "verified_token_cache_size" => raw.verified_token_cache_size = field(value, name)?,
+                "shared_data_namespace" => raw.shared_data_namespace = field(value, name)?,
                 "sidecar" => raw.sidecar = Some(field(value, name)?),
                 "profiles" => {
                     let items: Vec<Box<RawValue>> = field(value, name)?;
@@ -257,6 +264,9 @@ impl Config {
         if !(1..=1_000_000).contains(&raw.verified_token_cache_size) {
             return Err(err("verified_token_cache_size", "must be between 1 and 1000000"));
         }
+        if !shared::is_namespace(&raw.shared_data_namespace) {
+            return Err(err("shared_data_namespace", "must be 1 to 64 ASCII letters, digits, '-' or '_'"));
+        }
         let static_profiles = match &raw.profiles {
             None => None,
             Some(records) => Some(Rc::new(
@@ -306,6 +316,7 @@ impl Config {
             max_body_bytes: raw.max_token_request_bytes,
             hold_token_request_headers: raw.hold_token_request_headers,
             cache_size: raw.verified_token_cache_size,
+            shared_data_namespace: raw.shared_data_namespace,
             static_profiles,
             sidecar,
         })
@@ -398,6 +409,22 @@ pub(crate) mod tests {
         let s = c.sidecar.unwrap();
         assert_eq!((s.cluster.as_str(), s.long_poll_seconds, s.max_staleness_seconds), ("sc", 25, None));
         assert!(c.static_profiles.is_none());
+        assert_eq!(c.shared_data_namespace, "tollgate");
+    }
+
+    #[test]
+    fn shared_data_namespace() {
+        let c = Config::parse(
+            br#"{"shared_data_namespace":"gw-b","sidecar":{"cluster":"outbound|8081||s.ns.svc.cluster.local","data_token":"0123456789abcdef0123"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.shared_data_namespace, "gw-b");
+        for bad in [r#""""#, r#""a.b""#, r#""a b""#, "7"] {
+            let doc = format!(
+                r#"{{"shared_data_namespace":{bad},"sidecar":{{"cluster":"c","data_token":"0123456789abcdef0123"}}}}"#
+            );
+            assert_eq!(refused(&doc).field, "shared_data_namespace", "{bad}");
+        }
     }
 
     #[test]
