@@ -31,7 +31,6 @@
 //! single shared-data read.
 
 use std::hash::Hasher;
-use std::net::{IpAddr, SocketAddr};
 
 use crate::shared::{SharedStore, StoreError};
 
@@ -280,20 +279,66 @@ impl Lockout {
     }
 }
 
-/// The bytes a source address is bucketed by: the IP without the port, and
+/// The bytes a source address is bucketed by: the host without the port, and
 /// for IPv6 its /64 (one host usually holds a whole /64, so counting single
-/// addresses would let it rotate through 2^64 of them).
+/// addresses would let it rotate through 2^64 of them). Hand-rolled rather
+/// than `std::net` parsing, which costs the .wasm more than this module.
 fn source_key(address: &str) -> Vec<u8> {
-    let ip = address.parse::<SocketAddr>().map(|a| a.ip()).or_else(|_| address.parse::<IpAddr>());
-    match ip {
-        Ok(IpAddr::V4(v4)) => v4.octets().to_vec(),
-        Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.octets().to_vec(),
-            None => v6.octets()[..8].to_vec(),
-        },
-        // Not an IP (a pipe, an internal listener): bucket by the text.
-        Err(_) => address.as_bytes().to_vec(),
+    let host = match address.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None if address.matches(':').count() == 1 => address.split(':').next().unwrap_or(address),
+        None => address,
+    };
+    if !host.contains(':') {
+        // IPv4 (Envoy prints it canonically), or not an IP at all.
+        return host.as_bytes().to_vec();
     }
+    match ipv6_groups(host) {
+        Some([0, 0, 0, 0, 0, 0xffff, hi, lo]) => {
+            format!("{}.{}.{}.{}", hi >> 8, hi & 0xff, lo >> 8, lo & 0xff).into_bytes()
+        }
+        Some(g) => g[..4].iter().flat_map(|x| x.to_be_bytes()).collect(),
+        None => host.as_bytes().to_vec(),
+    }
+}
+
+/// The eight groups of an IPv6 address in text (with `::` and an optional
+/// dotted IPv4 tail), or `None` if it is not one.
+fn ipv6_groups(text: &str) -> Option<[u16; 8]> {
+    fn groups(part: &str) -> Option<Vec<u16>> {
+        let mut out = Vec::new();
+        if part.is_empty() {
+            return Some(out);
+        }
+        for g in part.split(':') {
+            if g.contains('.') {
+                let mut octets = g.split('.').map(|o| o.parse::<u8>().ok());
+                let mut next = || octets.next().flatten();
+                let (a, b, c, d) = (next()?, next()?, next()?, next()?);
+                out.push(u16::from_be_bytes([a, b]));
+                out.push(u16::from_be_bytes([c, d]));
+            } else if (1..=4).contains(&g.len()) {
+                out.push(u16::from_str_radix(g, 16).ok()?);
+            } else {
+                return None;
+            }
+        }
+        Some(out)
+    }
+    let (head, tail) = match text.split_once("::") {
+        Some((h, t)) => (groups(h)?, Some(groups(t)?)),
+        None => (groups(text)?, None),
+    };
+    let mut out = [0u16; 8];
+    match tail {
+        None if head.len() == 8 => out.copy_from_slice(&head),
+        Some(tail) if head.len() + tail.len() < 8 => {
+            out[..head.len()].copy_from_slice(&head);
+            out[8 - tail.len()..].copy_from_slice(&tail);
+        }
+        _ => return None,
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -406,8 +451,13 @@ pub(crate) mod tests {
         assert_eq!(source_key("[2001:db8:1:2:aaaa::1]:443"), source_key("[2001:db8:1:2:bbbb::9]:80"));
         assert_ne!(source_key("[2001:db8:1:2::1]:443"), source_key("[2001:db8:1:3::1]:443"));
         assert_eq!(source_key("[::ffff:192.0.2.1]:1"), source_key("192.0.2.1:2"));
-        assert_eq!(source_key("192.0.2.1"), vec![192, 0, 2, 1]);
-        assert_eq!(source_key("pipe"), b"pipe".to_vec());
+        assert_eq!(source_key("192.0.2.1"), b"192.0.2.1".to_vec());
+        assert_eq!(source_key("[2001:db8::1]:1"), source_key("[2001:0db8:0:0:ffff::]:2"));
+        assert_eq!(source_key("[::1]:1"), vec![0; 8]);
+        assert_eq!(source_key("[1:2:3:4:5:6:7:8]:1"), vec![0, 1, 0, 2, 0, 3, 0, 4]);
+        for odd in ["pipe", "[1:2:3]:4", "[::g]:1", "[1::2::3]:1", "[1:2:3:4:5:6:7:8:9]:1"] {
+            assert_eq!(source_key(odd), odd.trim_start_matches('[').split(']').next().unwrap().as_bytes(), "{odd}");
+        }
     }
 
     /// Finds two client ids that share a slot under `l`.
