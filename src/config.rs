@@ -66,8 +66,9 @@ impl Default for RawIdentityHeaders {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+/// Decoded member by member like the document itself, so an error names
+/// `lockout.<field>` (and no derive adds to the .wasm).
+#[derive(Debug)]
 struct RawLockout {
     enabled: bool,
     max_failures: u32,
@@ -187,7 +188,7 @@ impl RawConfig {
                 "hold_token_request_headers" => raw.hold_token_request_headers = field(value, name)?,
                 "verified_token_cache_size" => raw.verified_token_cache_size = field(value, name)?,
                 "sidecar" => raw.sidecar = Some(field(value, name)?),
-                "lockout" => raw.lockout = field(value, name)?,
+                "lockout" => raw.lockout = RawLockout::from_value(value)?,
                 "profiles" => {
                     let items: Vec<Box<RawValue>> = field(value, name)?;
                     let mut profiles = Vec::with_capacity(items.len());
@@ -197,6 +198,31 @@ impl RawConfig {
                     raw.profiles = Some(profiles);
                 }
                 other => return Err(err(other, "unknown field")),
+            }
+        }
+        Ok(raw)
+    }
+}
+
+impl RawLockout {
+    fn from_value(value: &RawValue) -> Result<Self, ConfigError> {
+        let mut raw = Self::default();
+        let members: JsonObject = field(value, "lockout")?;
+        let mut seen = std::collections::HashSet::new();
+        for (name, value) in &members.0 {
+            let path = format!("lockout.{name}");
+            if !seen.insert(name.as_str()) {
+                return Err(err(path, "appears more than once"));
+            }
+            match name.as_str() {
+                "enabled" => raw.enabled = field(value, &path)?,
+                "max_failures" => raw.max_failures = field(value, &path)?,
+                "window_seconds" => raw.window_seconds = field(value, &path)?,
+                "base_seconds" => raw.base_seconds = field(value, &path)?,
+                "max_seconds" => raw.max_seconds = field(value, &path)?,
+                "per_source_max_failures" => raw.per_source_max_failures = field(value, &path)?,
+                "slots" => raw.slots = field(value, &path)?,
+                _ => return Err(err(path, "unknown field")),
             }
         }
         Ok(raw)
@@ -498,8 +524,9 @@ pub(crate) mod tests {
             (r#"{"max_seconds":100000}"#, "lockout.max_seconds"),
             (r#"{"per_source_max_failures":2000000}"#, "lockout.per_source_max_failures"),
             (r#"{"slots":1}"#, "lockout.slots"),
-            (r#"{"max_failure":3}"#, "lockout"),
-            (r#"{"max_failures":-1}"#, "lockout"),
+            (r#"{"max_failure":3}"#, "lockout.max_failure"),
+            (r#"{"max_failures":-1}"#, "lockout.max_failures"),
+            (r#"{"slots":16,"slots":16}"#, "lockout.slots"),
             (r#"true"#, "lockout"),
         ] {
             let e = refused(&format!(r#"{{"lockout":{lockout},"profiles":[]}}"#));

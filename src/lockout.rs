@@ -6,7 +6,7 @@
 //! Shared data can never delete a key, so no key is ever made from an
 //! attacker-chosen string: the state lives in a fixed table of `slots` keys
 //! per kind (`tollgate.lock.c.<n>` for client ids, `tollgate.lock.s.<n>` for
-//! sources), each value a few dozen bytes, whatever the traffic. A client id
+//! sources), each value 32 bytes, whatever the traffic. A client id
 //! picks its slot with SipHash keyed by a secret derived from the plugin
 //! configuration (the same on every worker, unknown to clients), so nobody can
 //! aim at a victim's slot offline.
@@ -75,24 +75,34 @@ struct Entry {
     strikes: u32,
 }
 
+/// Encoded size: fixed, so shared data is exactly `2 * slots` values of this.
+const ENTRY_BYTES: usize = 32;
+
 impl Entry {
-    fn encode(&self) -> String {
-        format!("{:x} {} {} {} {}", self.fp, self.window_start, self.failures, self.locked_until, self.strikes)
+    /// Fixed-width little-endian fields: no formatting or parsing code in
+    /// the .wasm, and a value's size never depends on its contents.
+    fn encode(&self) -> [u8; ENTRY_BYTES] {
+        let mut out = [0u8; ENTRY_BYTES];
+        out[..8].copy_from_slice(&self.fp.to_le_bytes());
+        out[8..16].copy_from_slice(&self.window_start.to_le_bytes());
+        out[16..24].copy_from_slice(&self.locked_until.to_le_bytes());
+        out[24..28].copy_from_slice(&self.failures.to_le_bytes());
+        out[28..].copy_from_slice(&self.strikes.to_le_bytes());
+        out
     }
 
     fn decode(bytes: &[u8]) -> Option<Self> {
-        let text = std::str::from_utf8(bytes).ok()?;
-        let mut it = text.split(' ');
-        let fp = u64::from_str_radix(it.next()?, 16).ok()?;
-        let mut num = || it.next()?.parse::<u64>().ok();
-        let e = Self {
-            fp,
-            window_start: num()?,
-            failures: u32::try_from(num()?).ok()?,
-            locked_until: num()?,
-            strikes: u32::try_from(num()?).ok()?.min(MAX_STRIKES),
-        };
-        it.next().is_none().then_some(e)
+        let b: &[u8; ENTRY_BYTES] = bytes.try_into().ok()?;
+        let u64_at =
+            |i: usize| u64::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3], b[i + 4], b[i + 5], b[i + 6], b[i + 7]]);
+        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        Some(Self {
+            fp: u64_at(0),
+            window_start: u64_at(8),
+            locked_until: u64_at(16),
+            failures: u32_at(24),
+            strikes: u32_at(28).min(MAX_STRIKES),
+        })
     }
 }
 
@@ -239,7 +249,7 @@ impl Lockout {
             let (next, locked) = self.count_failure(current, b, limit, now);
             // An absent key has no CAS to hold (Envoy ignores CAS on create):
             // two workers creating one slot at once may lose one count.
-            match store.set(&b.table.key(b.slot), next.encode().as_bytes(), cas) {
+            match store.set(&b.table.key(b.slot), &next.encode(), cas) {
                 Ok(()) => return locked,
                 Err(StoreError::CasMismatch) => continue,
                 Err(StoreError::Other) => return None,
@@ -377,10 +387,13 @@ pub(crate) mod tests {
     #[test]
     fn entry_round_trip_and_garbage() {
         let e = Entry { fp: u64::MAX, window_start: 5, failures: 3, locked_until: 9, strikes: 2 };
-        assert_eq!(Entry::decode(e.encode().as_bytes()), Some(e));
-        for bad in ["", "x 1 2 3 4", "1 2 3 4", "1 2 3 4 5 6", "1 2 99999999999 4 5", "1 -2 3 4 5"] {
-            assert_eq!(Entry::decode(bad.as_bytes()), None, "{bad:?}");
+        assert_eq!(Entry::decode(&e.encode()), Some(e));
+        for bad in [&b""[..], &[0; 31], &[0; 33], b"1 2 3 4 5"] {
+            assert_eq!(Entry::decode(bad), None, "{bad:?}");
         }
+        let mut huge = e.encode();
+        huge[28..].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(Entry::decode(&huge).unwrap().strikes, MAX_STRIKES);
     }
 
     #[test]
@@ -499,8 +512,8 @@ pub(crate) mod tests {
         let cells = s.0.borrow();
         assert!(cells.len() <= 2 * l.slots as usize, "{} keys", cells.len());
         let bytes: usize = cells.iter().map(|(k, (v, _))| k.len() + v.len()).sum();
-        assert!(bytes < 2 * 64 * 80, "{bytes} bytes");
-        assert!(cells.values().all(|(v, _)| !v.windows(3).any(|w| w == b"xxx")), "no client bytes stored");
+        assert!(bytes <= 2 * 64 * (18 + ENTRY_BYTES), "{bytes} bytes");
+        assert!(cells.values().all(|(v, _)| v.len() == ENTRY_BYTES), "no client bytes stored");
     }
 
     #[test]
@@ -517,7 +530,7 @@ pub(crate) mod tests {
                     let (v, c) = self.0.get(key).unwrap();
                     let mut e = Entry::decode(&v).unwrap();
                     e.failures += 1;
-                    self.0.set(key, e.encode().as_bytes(), Some(c)).unwrap();
+                    self.0.set(key, &e.encode(), Some(c)).unwrap();
                 }
                 self.0.set(key, value, cas)
             }
