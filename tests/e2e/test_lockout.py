@@ -29,9 +29,9 @@ def profiles():
     return {"a": harness.new_profile(), "b": harness.new_profile()}
 
 
-def start(upstream, profiles, lockout):
+def start(upstream, profiles, lockout, hold=True):
     cfg = {"profiles": [p for p, _ in profiles.values()], "realm": "tollgate-test", "lockout": lockout}
-    return harness.start_gateway(upstream, cfg)
+    return harness.start_gateway(upstream, cfg, hold=hold)
 
 
 def post(gw, client_id, secret, conn=None, close=True):
@@ -102,8 +102,9 @@ def test_ten_wrong_secrets_lock_out_every_secret_on_every_worker_then_expire(ups
         gw.stop()
 
 
-def test_unknown_client_ids_from_one_address_lock_that_address(upstream, profiles):
-    gw = start(upstream, profiles, {"per_source_max_failures": 20, "base_seconds": 60})
+@pytest.mark.parametrize("hold", [True, False], ids=["hold", "fallback"])
+def test_unknown_client_ids_from_one_address_lock_that_address(upstream, profiles, hold):
+    gw = start(upstream, profiles, {"per_source_max_failures": 20, "base_seconds": 60}, hold=hold)
     try:
         (a, a_secret) = profiles["a"]
         conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
