@@ -106,7 +106,7 @@ impl Entry {
     }
 }
 
-/// Which table, and the state machine's thresholds for it.
+/// The two tables: client ids (known ones only) and source addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Table {
     Client,
