@@ -7,7 +7,9 @@ use std::rc::Rc;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
 
+use crate::lockout::Lockout;
 use crate::path;
 use crate::profile::{ProfileRecord, ProfileSet};
 use crate::shared;
@@ -30,6 +32,7 @@ struct RawConfig {
     shared_data_namespace: String,
     profiles: Option<Vec<ProfileRecord>>,
     sidecar: Option<RawSidecar>,
+    lockout: RawLockout,
 }
 
 impl Default for RawConfig {
@@ -48,6 +51,7 @@ impl Default for RawConfig {
             shared_data_namespace: shared::DEFAULT_NAMESPACE.into(),
             profiles: None,
             sidecar: None,
+            lockout: RawLockout::default(),
         }
     }
 }
@@ -62,6 +66,33 @@ struct RawIdentityHeaders {
 impl Default for RawIdentityHeaders {
     fn default() -> Self {
         Self { client_id: "x-tollgate-client-id".into(), profile_id: "x-tollgate-profile-id".into() }
+    }
+}
+
+/// Decoded member by member like the document itself, so an error names
+/// `lockout.<field>` (and no derive adds to the .wasm).
+#[derive(Debug)]
+struct RawLockout {
+    enabled: bool,
+    max_failures: u32,
+    window_seconds: u64,
+    base_seconds: u64,
+    max_seconds: u64,
+    per_source_max_failures: u32,
+    slots: u32,
+}
+
+impl Default for RawLockout {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_failures: 10,
+            window_seconds: 60,
+            base_seconds: 60,
+            max_seconds: 900,
+            per_source_max_failures: 100,
+            slots: 4096,
+        }
     }
 }
 
@@ -120,6 +151,8 @@ pub struct Config {
     pub shared_data_namespace: String,
     pub static_profiles: Option<Rc<ProfileSet>>,
     pub sidecar: Option<SidecarConfig>,
+    /// Brute-force lockout at the token endpoint; `None` when disabled.
+    pub lockout: Option<Lockout>,
 }
 
 /// A refused configuration: the field (a JSON path) and the problem.
@@ -162,6 +195,7 @@ impl RawConfig {
                 "verified_token_cache_size" => raw.verified_token_cache_size = field(value, name)?,
                 "shared_data_namespace" => raw.shared_data_namespace = field(value, name)?,
                 "sidecar" => raw.sidecar = Some(field(value, name)?),
+                "lockout" => raw.lockout = RawLockout::from_value(value)?,
                 "profiles" => {
                     let items: Vec<Box<RawValue>> = field(value, name)?;
                     let mut profiles = Vec::with_capacity(items.len());
@@ -171,6 +205,31 @@ impl RawConfig {
                     raw.profiles = Some(profiles);
                 }
                 other => return Err(err(other, "unknown field")),
+            }
+        }
+        Ok(raw)
+    }
+}
+
+impl RawLockout {
+    fn from_value(value: &RawValue) -> Result<Self, ConfigError> {
+        let mut raw = Self::default();
+        let members: JsonObject = field(value, "lockout")?;
+        let mut seen = std::collections::HashSet::new();
+        for (name, value) in &members.0 {
+            let path = format!("lockout.{name}");
+            if !seen.insert(name.as_str()) {
+                return Err(err(path, "appears more than once"));
+            }
+            match name.as_str() {
+                "enabled" => raw.enabled = field(value, &path)?,
+                "max_failures" => raw.max_failures = field(value, &path)?,
+                "window_seconds" => raw.window_seconds = field(value, &path)?,
+                "base_seconds" => raw.base_seconds = field(value, &path)?,
+                "max_seconds" => raw.max_seconds = field(value, &path)?,
+                "per_source_max_failures" => raw.per_source_max_failures = field(value, &path)?,
+                "slots" => raw.slots = field(value, &path)?,
+                _ => return Err(err(path, "unknown field")),
             }
         }
         Ok(raw)
@@ -208,6 +267,48 @@ fn field<T: serde::de::DeserializeOwned>(value: &RawValue, name: &str) -> Result
         let msg = msg.find(" at line ").map_or(msg.as_str(), |i| &msg[..i]).to_owned();
         err(name, msg)
     })
+}
+
+fn lockout(raw: &RawLockout, document: &[u8]) -> Result<Option<Lockout>, ConfigError> {
+    if !raw.enabled {
+        return Ok(None);
+    }
+    if !(1..=10_000).contains(&raw.max_failures) {
+        return Err(err("lockout.max_failures", "must be between 1 and 10000"));
+    }
+    if !(1..=86_400).contains(&raw.window_seconds) {
+        return Err(err("lockout.window_seconds", "must be between 1 and 86400"));
+    }
+    if !(1..=86_400).contains(&raw.base_seconds) {
+        return Err(err("lockout.base_seconds", "must be between 1 and 86400"));
+    }
+    if !(raw.base_seconds..=86_400).contains(&raw.max_seconds) {
+        return Err(err("lockout.max_seconds", "must be between base_seconds and 86400 (no permanent lockout)"));
+    }
+    if raw.per_source_max_failures > 1_000_000 {
+        return Err(err("lockout.per_source_max_failures", "must be at most 1000000 (0 turns it off)"));
+    }
+    if !(16..=65_536).contains(&raw.slots) {
+        return Err(err("lockout.slots", "must be between 16 and 65536"));
+    }
+    // The slot hash key must be the same on every worker (they share the
+    // table) and unknown to clients (so nobody can aim at a victim's slot):
+    // the configuration holds a sidecar data token or signing keys, and every
+    // worker parses the same bytes.
+    let digest = Sha256::new().chain_update(b"tollgate lockout slot key v1\0").chain_update(document).finalize();
+    let mut k0 = [0u8; 8];
+    let mut k1 = [0u8; 8];
+    k0.copy_from_slice(&digest[..8]);
+    k1.copy_from_slice(&digest[8..16]);
+    Ok(Some(Lockout {
+        max_failures: raw.max_failures,
+        window_seconds: raw.window_seconds,
+        base_seconds: raw.base_seconds,
+        max_seconds: raw.max_seconds,
+        per_source_max_failures: raw.per_source_max_failures,
+        slots: raw.slots,
+        hash_key: (u64::from_le_bytes(k0), u64::from_le_bytes(k1)),
+    }))
 }
 
 fn err(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
@@ -298,6 +399,7 @@ impl Config {
                 })
             }
         };
+        let lockout = lockout(&raw.lockout, bytes)?;
         if static_profiles.is_some() && sidecar.is_some() {
             return Err(err("profiles", "set either a static profiles list or a sidecar, not both"));
         }
@@ -319,6 +421,7 @@ impl Config {
             shared_data_namespace: raw.shared_data_namespace,
             static_profiles,
             sidecar,
+            lockout,
         })
     }
 
@@ -401,6 +504,45 @@ pub(crate) mod tests {
         assert!(e.problem.starts_with("id:"));
         let e = refused(r#"{"sidecar":{"cluster":"c","data_token":"short"}}"#);
         assert_eq!(e.field, "sidecar.data_token");
+    }
+
+    #[test]
+    fn lockout_config() {
+        let on = static_config(serde_json::json!({})).lockout.unwrap();
+        assert_eq!(
+            (on.max_failures, on.window_seconds, on.base_seconds, on.max_seconds, on.per_source_max_failures),
+            (10, 60, 60, 900, 100)
+        );
+        assert_eq!(on.slots, 4096);
+        assert!(static_config(serde_json::json!({"lockout": {"enabled": false}})).lockout.is_none());
+        let c = static_config(serde_json::json!({"lockout": {"max_failures": 3, "per_source_max_failures": 0}}));
+        let l = c.lockout.unwrap();
+        assert_eq!((l.max_failures, l.per_source_max_failures, l.window_seconds), (3, 0, 60));
+        // Same document, same key (every worker); another document, another.
+        assert_eq!(
+            l.hash_key,
+            static_config(serde_json::json!({"lockout": {"max_failures": 3, "per_source_max_failures": 0}}))
+                .lockout
+                .unwrap()
+                .hash_key
+        );
+        assert_ne!(l.hash_key, on.hash_key);
+        for (lockout, field) in [
+            (r#"{"max_failures":0}"#, "lockout.max_failures"),
+            (r#"{"window_seconds":0}"#, "lockout.window_seconds"),
+            (r#"{"base_seconds":0}"#, "lockout.base_seconds"),
+            (r#"{"base_seconds":60,"max_seconds":30}"#, "lockout.max_seconds"),
+            (r#"{"max_seconds":100000}"#, "lockout.max_seconds"),
+            (r#"{"per_source_max_failures":2000000}"#, "lockout.per_source_max_failures"),
+            (r#"{"slots":1}"#, "lockout.slots"),
+            (r#"{"max_failure":3}"#, "lockout.max_failure"),
+            (r#"{"max_failures":-1}"#, "lockout.max_failures"),
+            (r#"{"slots":16,"slots":16}"#, "lockout.slots"),
+            (r#"true"#, "lockout"),
+        ] {
+            let e = refused(&format!(r#"{{"lockout":{lockout},"profiles":[]}}"#));
+            assert_eq!(e.field, field, "{lockout}: {e}");
+        }
     }
 
     #[test]

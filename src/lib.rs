@@ -12,6 +12,7 @@ pub mod error;
 pub mod flow;
 pub mod guard;
 pub mod jwt;
+pub mod lockout;
 pub mod media_type;
 pub mod params;
 pub mod path;

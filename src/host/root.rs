@@ -69,6 +69,8 @@ pub(crate) struct Worker {
     pub(crate) profiles: ProfileSource,
     pub(crate) cache: RefCell<VerifiedCache>,
     pub(crate) jti: RefCell<JtiSource>,
+    /// This plugin's slice of shared data (the lockout tables live there).
+    pub(crate) shared: Namespaced<HostStore>,
 }
 
 pub(crate) struct Root {
@@ -132,6 +134,7 @@ impl RootContext for Root {
         self.worker = Some(Rc::new(Worker {
             cache: RefCell::new(VerifiedCache::new(config.cache_size)),
             jti: RefCell::new(JtiSource::new()),
+            shared: Namespaced::new(HostStore, &config.shared_data_namespace),
             config,
             profiles,
         }));
