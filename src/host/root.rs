@@ -11,7 +11,7 @@ use proxy_wasm::types::{ContextType, LogLevel};
 
 use super::http::Http;
 use super::log;
-use super::sync::{HostStore, Sync};
+use super::sync::{HostStore, SidecarSync};
 use crate::config::Config;
 use crate::guard::VerifiedCache;
 use crate::profile::{ProfileLookup, ProfileSet};
@@ -73,7 +73,7 @@ pub(crate) struct Worker {
 
 pub(crate) struct Root {
     worker: Option<Rc<Worker>>,
-    sync: Option<Sync>,
+    sync: Option<SidecarSync>,
 }
 
 impl Root {
@@ -115,7 +115,7 @@ impl RootContext for Root {
             (None, Some(sidecar)) => {
                 // Every worker ticks; the lease in shared data lets only one
                 // of them poll (Istio's WasmPlugin has no singleton VM).
-                self.sync = Some(Sync::new(sidecar.clone()));
+                self.sync = Some(SidecarSync::new(sidecar.clone()));
                 self.set_tick_period(std::time::Duration::from_millis(TICK_MS));
                 log(
                     LogLevel::Info,
