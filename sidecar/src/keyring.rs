@@ -174,7 +174,8 @@ impl Keyring {
     }
 
     /// A keyring over a fixed key, for tests.
-    pub fn for_tests(kek: [u8; 32]) -> Self {
+    #[cfg(test)]
+    fn for_tests(kek: [u8; 32]) -> Self {
         Self::from_kek(&kek, Path::new("(test key)"))
     }
 

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
-use tollgate_sidecar::auth::{load_token, TokenError, ADMIN_TOKEN, DATA_TOKEN};
+use tollgate_sidecar::auth::{load_token, ApiTokenError, ADMIN_TOKEN, DATA_TOKEN};
 use tollgate_sidecar::keyring::default_key_file;
 use tollgate_sidecar::server::{self, ServeConfig, ServeError};
 use tollgate_sidecar::store::{random_hex, Store, StoreError, DEFAULT_DB_PATH};
@@ -165,8 +165,8 @@ impl From<StoreError> for Failure {
     }
 }
 
-impl From<TokenError> for Failure {
-    fn from(e: TokenError) -> Self {
+impl From<ApiTokenError> for Failure {
+    fn from(e: ApiTokenError) -> Self {
         Failure::new(EXIT_USAGE, e.to_string())
     }
 }

@@ -50,7 +50,7 @@ impl std::fmt::Display for Exposure {
 
 /// Creates `dir` and its missing parents `0700`, or reports an existing one
 /// that others can enter.
-pub fn private_dir(dir: &Path) -> io::Result<Option<Exposure>> {
+pub(crate) fn private_dir(dir: &Path) -> io::Result<Option<Exposure>> {
     match std::fs::metadata(dir) {
         Ok(meta) => {
             let mode = meta.permissions().mode() & 0o7777;
@@ -67,7 +67,7 @@ pub fn private_dir(dir: &Path) -> io::Result<Option<Exposure>> {
 /// Makes sure `path` exists (when `create`) and is `0600`. Creating it here,
 /// before SQLite does, is what makes the database private whatever the
 /// umask; SQLite then gives `-wal` and `-shm` the database file's mode.
-pub fn private_file(path: &Path, create: bool) -> io::Result<Option<Exposure>> {
+pub(crate) fn private_file(path: &Path, create: bool) -> io::Result<Option<Exposure>> {
     if create {
         match OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
             Ok(_) => return Ok(None),
@@ -89,19 +89,20 @@ pub fn private_file(path: &Path, create: bool) -> io::Result<Option<Exposure>> {
 }
 
 /// `path` with `suffix` appended to its file name (`t.db` → `t.db-wal`).
-pub fn companion(path: &Path, suffix: &str) -> PathBuf {
+pub(crate) fn companion(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(suffix);
     PathBuf::from(name)
 }
 
-/// Mode bits of `path` (tests and checks).
-pub fn mode(path: &Path) -> io::Result<u32> {
+/// Mode bits of `path`.
+#[cfg(test)]
+pub(crate) fn mode(path: &Path) -> io::Result<u32> {
     Ok(std::fs::metadata(path)?.permissions().mode() & 0o7777)
 }
 
 /// Whether group or others have any access to `mode`.
-pub fn shared_with_others(mode: u32) -> bool {
+pub(crate) fn shared_with_others(mode: u32) -> bool {
     mode & NOT_OWNER != 0
 }
 

@@ -179,7 +179,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 ///
 /// `Debug` redacts `secret_sha256` and `sealed_signing_key`.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Profile {
+pub struct StoredProfile {
     /// 64 hex chars (32 random bytes).
     pub id: String,
     /// Human-readable label.
@@ -205,9 +205,9 @@ pub struct Profile {
     pub rev: u64,
 }
 
-impl fmt::Debug for Profile {
+impl fmt::Debug for StoredProfile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Profile")
+        f.debug_struct("StoredProfile")
             .field("id", &self.id)
             .field("name", &self.name)
             .field("client_id", &self.client_id)
@@ -246,7 +246,7 @@ impl fmt::Debug for ClientSecret {
 #[derive(Debug, Clone)]
 pub struct WithSecret {
     /// The profile after the change.
-    pub profile: Profile,
+    pub profile: StoredProfile,
     /// The new client secret (not stored anywhere).
     pub client_secret: ClientSecret,
 }
@@ -257,16 +257,16 @@ pub struct Snapshot {
     /// Store revision the list reflects.
     pub revision: u64,
     /// Every profile, enabled or not, oldest first.
-    pub profiles: Vec<Profile>,
+    pub profiles: Vec<StoredProfile>,
 }
 
 /// One entry of the change feed.
 #[derive(Debug, Clone)]
 pub struct Change {
-    /// Profile id.
+    /// StoredProfile id.
     pub id: String,
     /// The profile now, or `None` if it was deleted.
-    pub profile: Option<Profile>,
+    pub profile: Option<StoredProfile>,
 }
 
 /// Everything that changed after some revision.
@@ -439,7 +439,7 @@ impl Store {
     }
 
     /// One profile, addressed by id or client_id.
-    pub fn get(&self, key: &str) -> Result<Profile> {
+    pub fn get(&self, key: &str) -> Result<StoredProfile> {
         find(&self.conn, key)
     }
 
@@ -462,22 +462,22 @@ impl Store {
     }
 
     /// Disables a profile. A no-op (no revision bump) if already disabled.
-    pub fn disable(&mut self, key: &str) -> Result<Profile> {
+    pub fn disable(&mut self, key: &str) -> Result<StoredProfile> {
         self.set_enabled(key, false)
     }
 
     /// Enables a profile. A no-op (no revision bump) if already enabled.
-    pub fn enable(&mut self, key: &str) -> Result<Profile> {
+    pub fn enable(&mut self, key: &str) -> Result<StoredProfile> {
         self.set_enabled(key, true)
     }
 
-    fn set_enabled(&mut self, key: &str, enabled: bool) -> Result<Profile> {
+    fn set_enabled(&mut self, key: &str, enabled: bool) -> Result<StoredProfile> {
         self.update_column(key, "enabled", &enabled, |current| current.enabled == enabled)
     }
 
     /// Replaces the allowed prefixes. A no-op (no revision bump) if the
     /// validated list equals the current one.
-    pub fn set_prefixes(&mut self, key: &str, prefixes: &[String]) -> Result<Profile> {
+    pub fn set_prefixes(&mut self, key: &str, prefixes: &[String]) -> Result<StoredProfile> {
         let prefixes = validate_prefixes(prefixes)?;
         let prefixes_json = encode_prefixes(&prefixes)?;
         self.update_column(key, "allowed_prefixes", &prefixes_json, |current| current.allowed_prefixes == prefixes)
@@ -492,8 +492,8 @@ impl Store {
         key: &str,
         column: &'static str,
         value: &dyn rusqlite::ToSql,
-        unchanged: impl FnOnce(&Profile) -> bool,
-    ) -> Result<Profile> {
+        unchanged: impl FnOnce(&StoredProfile) -> bool,
+    ) -> Result<StoredProfile> {
         let tx = self.write_tx()?;
         let current = find(&tx, key)?;
         if unchanged(&current) {
@@ -723,7 +723,7 @@ fn bump_revision(tx: &Transaction<'_>) -> Result<u64> {
 }
 
 /// Finds a profile by id or client_id.
-fn find(conn: &Connection, key: &str) -> Result<Profile> {
+fn find(conn: &Connection, key: &str) -> Result<StoredProfile> {
     let raw = conn
         .query_row(
             &format!("SELECT {PROFILE_COLUMNS} FROM profiles WHERE id = ?1 OR client_id = ?1"),
@@ -737,7 +737,7 @@ fn find(conn: &Connection, key: &str) -> Result<Profile> {
     }
 }
 
-fn load_by_id(conn: &Connection, id: &str) -> Result<Profile> {
+fn load_by_id(conn: &Connection, id: &str) -> Result<StoredProfile> {
     conn.query_row(&format!("SELECT {PROFILE_COLUMNS} FROM profiles WHERE id = ?1"), params![id], RawProfile::from_row)?
         .into_profile()
 }
@@ -774,11 +774,11 @@ impl RawProfile {
         })
     }
 
-    fn into_profile(self) -> Result<Profile> {
+    fn into_profile(self) -> Result<StoredProfile> {
         let allowed_prefixes: Vec<String> = serde_json::from_str(&self.allowed_prefixes).map_err(|e| {
             StoreError::Corrupt(format!("allowed_prefixes of profile {} is not a JSON string array: {e}", self.id))
         })?;
-        Ok(Profile {
+        Ok(StoredProfile {
             rev: from_sql_rev(self.rev)?,
             id: self.id,
             name: self.name,
@@ -933,7 +933,7 @@ mod tests {
         assert_eq!(r.profile.client_id, c.profile.client_id);
         assert_ne!(r.profile.kid, c.profile.kid);
         assert_ne!(r.profile.sealed_signing_key, c.profile.sealed_signing_key);
-        let unseal = |p: &Profile| s.keyring().unseal(&p.id, &p.kid, &p.sealed_signing_key).unwrap();
+        let unseal = |p: &StoredProfile| s.keyring().unseal(&p.id, &p.kid, &p.sealed_signing_key).unwrap();
         assert_ne!(unseal(&r.profile), unseal(&c.profile));
         assert_ne!(r.profile.secret_sha256, c.profile.secret_sha256);
         assert_ne!(r.client_secret, c.client_secret);

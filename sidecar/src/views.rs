@@ -9,7 +9,7 @@ use serde::Serialize;
 use tollgate::contract::{self, ProfileRecord};
 
 use crate::keyring::{Keyring, KeyringError};
-use crate::store::{Changes, Profile, Snapshot, WithSecret};
+use crate::store::{Changes, Snapshot, StoredProfile, WithSecret};
 
 /// Admin profile: `{"id","name","client_id","kid","allowed_prefixes",
 /// "enabled","created_at","rotated_at","revision"}`.
@@ -26,8 +26,8 @@ pub struct AdminProfile<'a> {
     pub revision: u64,
 }
 
-impl<'a> From<&'a Profile> for AdminProfile<'a> {
-    fn from(p: &'a Profile) -> Self {
+impl<'a> From<&'a StoredProfile> for AdminProfile<'a> {
+    fn from(p: &'a StoredProfile) -> Self {
         AdminProfile {
             id: &p.id,
             name: &p.name,
@@ -49,7 +49,7 @@ pub struct ProfileEnvelope<'a> {
 }
 
 impl<'a> ProfileEnvelope<'a> {
-    pub fn new(p: &'a Profile) -> Self {
+    pub fn new(p: &'a StoredProfile) -> Self {
         ProfileEnvelope { profile: p.into() }
     }
 }
@@ -107,7 +107,7 @@ pub struct Deleted<'a> {
 
 /// The data API's record for `p` (the filter's own contract type), with its
 /// signing key unsealed: the only place a plaintext signing key exists.
-pub fn data_record(p: &Profile, keyring: &Keyring) -> Result<ProfileRecord, KeyringError> {
+fn data_record(p: &StoredProfile, keyring: &Keyring) -> Result<ProfileRecord, KeyringError> {
     let key = keyring.unseal(&p.id, &p.kid, &p.sealed_signing_key)?;
     Ok(ProfileRecord {
         id: p.id.clone(),
