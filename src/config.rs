@@ -200,7 +200,17 @@ impl RawConfig {
                     let items: Vec<Box<RawValue>> = field(value, name)?;
                     let mut profiles = Vec::with_capacity(items.len());
                     for (i, item) in items.iter().enumerate() {
-                        profiles.push(field(item, &format!("profiles[{i}]"))?);
+                        let at = format!("profiles[{i}]");
+                        // The data feed ignores unknown record fields (see
+                        // contract.rs); here one is a typo, e.g. `disable`.
+                        if let Ok(JsonObject(members)) = field::<JsonObject>(item, &at) {
+                            if let Some((unknown, _)) =
+                                members.iter().find(|(k, _)| !ProfileRecord::FIELDS.contains(&k.as_str()))
+                            {
+                                return Err(err(at, format!("unknown field `{unknown}`")));
+                            }
+                        }
+                        profiles.push(field(item, &at)?);
                     }
                     raw.profiles = Some(profiles);
                 }
@@ -493,6 +503,10 @@ pub(crate) mod tests {
         let e = refused(r#"{"profiles":[{"id":"x"}]}"#);
         assert_eq!(e.field, "profiles[0]");
         assert!(e.problem.contains("missing field `client_id`"));
+        let mut typo = serde_json::to_value(crate::profile::tests::record(1)).unwrap();
+        typo["disable"] = true.into();
+        let e = refused(&serde_json::json!({ "profiles": [typo] }).to_string());
+        assert_eq!((e.field.as_str(), e.problem.as_str()), ("profiles[0]", "unknown field `disable`"));
         let e = refused(r#"{"identity_headers":{"clientid":"a"}}"#);
         assert_eq!(e.field, "identity_headers");
         assert!(e.problem.contains("unknown field `clientid`"));

@@ -8,6 +8,7 @@
 
 pub mod b64;
 pub mod config;
+pub mod contract;
 pub mod error;
 pub mod flow;
 pub mod guard;

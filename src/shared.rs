@@ -24,9 +24,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use serde::Deserialize;
-
-use crate::profile::{Profile, ProfileLookup, ProfileRecord};
+use crate::contract::{Changes, ProfileRecord, Snapshot};
+use crate::profile::{Profile, ProfileLookup};
 
 // Keys relative to the namespace; [`Namespaced`] adds `<ns>.` in front.
 pub const STAMP_KEY: &str = "stamp";
@@ -207,28 +206,6 @@ impl<S: SharedStore> ProfileLookup for SharedProfiles<S> {
 
 // ---------------------------------------------------------------------------
 // The publishing side, used by the one elected poller.
-
-/// `GET /data/v1/snapshot`.
-#[derive(Debug, Deserialize)]
-pub struct Snapshot {
-    pub revision: u64,
-    pub profiles: Vec<ProfileRecord>,
-}
-
-/// `GET /data/v1/changes?since=N`.
-#[derive(Debug, Deserialize)]
-pub struct Changes {
-    pub revision: u64,
-    #[serde(default)]
-    pub reset: bool,
-    pub changes: Vec<Change>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct Change {
-    pub id: String,
-    pub profile: Option<ProfileRecord>,
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Entry {
@@ -460,6 +437,7 @@ pub(crate) mod tests {
     use std::rc::Rc;
 
     use super::*;
+    use crate::contract::Change;
     use crate::profile::tests::record;
 
     /// Envoy's shared data semantics: a CAS per key, bumped on every set.
@@ -487,7 +465,7 @@ pub(crate) mod tests {
     }
 
     fn snapshot(revision: u64, records: Vec<ProfileRecord>) -> Snapshot {
-        Snapshot { revision, profiles: records }
+        Snapshot::new(revision, records)
     }
 
     #[test]
@@ -529,14 +507,14 @@ pub(crate) mod tests {
         let mut rotated = record(1);
         rotated.kid = record(50).kid;
         rotated.signing_key = record(50).signing_key;
-        let ch = Changes {
-            revision: 2,
-            reset: false,
-            changes: vec![
+        let ch = Changes::new(
+            2,
+            false,
+            vec![
                 Change { id: record(1).id, profile: Some(rotated.clone()) },
                 Change { id: record(2).id, profile: None },
             ],
-        };
+        );
         let out = p.apply_changes(&store, &ch, 1).unwrap();
         assert_eq!((out.written, out.removed), (1, 2));
         view.refresh(1, None).unwrap();
@@ -574,17 +552,13 @@ pub(crate) mod tests {
         let index_cas = store.get(INDEX_KEY).unwrap().1;
         let mut rotated = record(1);
         rotated.kid = record(60).kid;
-        let ch = Changes {
-            revision: 2,
-            reset: false,
-            changes: vec![Change { id: record(1).id, profile: Some(rotated.clone()) }],
-        };
+        let ch = Changes::new(2, false, vec![Change { id: record(1).id, profile: Some(rotated.clone()) }]);
         first.apply_changes(&store, &ch, 0).unwrap();
         assert_eq!(store.get(INDEX_KEY).unwrap().1, index_cas, "no index rewrite for a rotation");
         // A new poller learns the rotated kid from the id key, and a deletion
         // that names only the id blanks the right keys.
         let mut second = Publisher::resume(&store);
-        let del = Changes { revision: 3, reset: false, changes: vec![Change { id: record(1).id, profile: None }] };
+        let del = Changes::new(3, false, vec![Change { id: record(1).id, profile: None }]);
         second.apply_changes(&store, &del, 0).unwrap();
         let view = SharedProfiles::new(store.clone());
         view.refresh(0, None).unwrap();
@@ -601,14 +575,11 @@ pub(crate) mod tests {
         p.apply_snapshot(&store, &snapshot(1, vec![record(1)]), 0).unwrap();
         let mut successor = record(2);
         successor.client_id = "client-1".into();
-        let ch = Changes {
-            revision: 2,
-            reset: false,
-            changes: vec![
-                Change { id: record(2).id, profile: Some(successor) },
-                Change { id: record(1).id, profile: None },
-            ],
-        };
+        let ch = Changes::new(
+            2,
+            false,
+            vec![Change { id: record(2).id, profile: Some(successor) }, Change { id: record(1).id, profile: None }],
+        );
         p.apply_changes(&store, &ch, 0).unwrap();
         let view = SharedProfiles::new(store.clone());
         view.refresh(0, None).unwrap();
@@ -668,8 +639,7 @@ pub(crate) mod tests {
         // A rotation in a neither moves b's generation nor blanks b's keys.
         let mut rotated = record(1);
         rotated.kid = record(70).kid;
-        let ch =
-            Changes { revision: 2, reset: false, changes: vec![Change { id: record(1).id, profile: Some(rotated) }] };
+        let ch = Changes::new(2, false, vec![Change { id: record(1).id, profile: Some(rotated) }]);
         pa.apply_changes(&Namespaced::new(mem.clone(), "gw-a"), &ch, 1).unwrap();
         assert_eq!(vb.refresh(1, None), Ok(gen_b));
         assert!(vb.by_client_id("client-2").is_some());

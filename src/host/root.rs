@@ -11,7 +11,7 @@ use proxy_wasm::types::{ContextType, LogLevel};
 
 use super::http::Http;
 use super::log;
-use super::sync::{HostStore, Sync};
+use super::sync::{HostStore, SidecarSync};
 use crate::config::Config;
 use crate::guard::VerifiedCache;
 use crate::profile::{ProfileLookup, ProfileSet};
@@ -75,7 +75,7 @@ pub(crate) struct Worker {
 
 pub(crate) struct Root {
     worker: Option<Rc<Worker>>,
-    sync: Option<Sync>,
+    sync: Option<SidecarSync>,
 }
 
 impl Root {
@@ -117,7 +117,7 @@ impl RootContext for Root {
             (None, Some(sidecar)) => {
                 // Every worker ticks; the lease in shared data lets only one
                 // of them poll (Istio's WasmPlugin has no singleton VM).
-                self.sync = Some(Sync::new(sidecar.clone(), &config.shared_data_namespace));
+                self.sync = Some(SidecarSync::new(sidecar.clone(), &config.shared_data_namespace));
                 self.set_tick_period(std::time::Duration::from_millis(TICK_MS));
                 log(
                     LogLevel::Info,

@@ -45,20 +45,22 @@ fn logger() -> impl FnMut(Level, &str) {
             match level {
                 Level::Info => LogLevel::Info,
                 Level::Warn => LogLevel::Warn,
+                Level::Error => LogLevel::Error,
             },
             message,
         )
     }
 }
 
-/// The root context's sync duties.
-pub(crate) struct Sync {
+/// The root context's sync duties. (Not `Sync`: that name is std's marker
+/// trait.)
+pub(crate) struct SidecarSync {
     poller: Poller,
     sidecar: SidecarConfig,
     store: Namespaced<HostStore>,
 }
 
-impl Sync {
+impl SidecarSync {
     pub(crate) fn new(sidecar: SidecarConfig, namespace: &str) -> Self {
         // Random per worker VM (std's RandomState is keyed from WASI
         // random_get): context ids repeat across workers, lease owners must not.
@@ -97,7 +99,7 @@ impl Sync {
         let timeout = Duration::from_secs(self.sidecar.long_poll_seconds + 5);
         match hostcalls::dispatch_http_call(&self.sidecar.cluster, headers, None, vec![], timeout) {
             Ok(token) => self.poller.dispatched(request, token),
-            Err(_) => self.poller.dispatch_failed(now_ms(), &mut logger()),
+            Err(_) => self.poller.dispatch_failed(&HostStore, now_ms(), &mut logger()),
         }
     }
 }
