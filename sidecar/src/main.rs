@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
-use tollgate_sidecar::auth::{load_token, TokenError, ADMIN_TOKEN, DATA_TOKEN};
+use tollgate_sidecar::auth::{load_token, ApiTokenError, ADMIN_TOKEN, DATA_TOKEN};
 use tollgate_sidecar::server::{self, ServeConfig, ServeError};
 use tollgate_sidecar::store::{random_hex, StoreError, StoreSpec, DEFAULT_DB_PATH};
 use tollgate_sidecar::views;
@@ -55,6 +55,12 @@ struct DbArg {
     /// (postgres://user@host:port/dbname); overrides --db.
     #[arg(long, env = "TOLLGATE_STORE", global = true, value_name = "PATH|URL")]
     store: Option<String>,
+    /// Key file the signing keys are sealed with (default: beside the
+    /// database, e.g. var/tollgate.key; with PostgreSQL var/tollgate.key,
+    /// which every sidecar of the fleet must share). Created, 0600, only
+    /// for a store that holds no sealed key yet.
+    #[arg(long, env = "TOLLGATE_KEY_FILE", global = true, value_name = "PATH")]
+    key_file: Option<PathBuf>,
 }
 
 impl DbArg {
@@ -63,6 +69,10 @@ impl DbArg {
             Some(text) => StoreSpec::parse(text),
             None => StoreSpec::Sqlite(self.db.clone()),
         }
+    }
+
+    fn key_file(&self) -> PathBuf {
+        self.key_file.clone().unwrap_or_else(|| self.spec().default_key_file())
     }
 }
 
@@ -189,8 +199,8 @@ impl From<StoreError> for Failure {
     }
 }
 
-impl From<TokenError> for Failure {
-    fn from(e: TokenError) -> Self {
+impl From<ApiTokenError> for Failure {
+    fn from(e: ApiTokenError) -> Self {
         Failure::new(EXIT_USAGE, e.to_string())
     }
 }
@@ -273,6 +283,7 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
     let data_token = load_token(DATA_TOKEN, args.data_token_file.as_deref())?;
     server::run(ServeConfig {
         store: args.db.spec(),
+        key_file: args.db.key_file(),
         poll_interval: args.poll_ms.map(std::time::Duration::from_millis),
         listen: args.listen,
         admin_token,
@@ -283,10 +294,13 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
 
 fn profile(args: ProfileArgs) -> Result<(), Failure> {
     let spec = args.db.spec();
-    let mut store = spec.open().map_err(|e| {
+    let mut store = spec.open(&args.db.key_file()).map_err(|e| {
         let f = Failure::from(e);
         Failure::new(EXIT_FAILURE, format!("cannot open database {}: {}", spec.describe(), f.message))
     })?;
+    for exposure in store.exposures() {
+        let _ = writeln!(std::io::stderr().lock(), "warning: {}", one_line(&exposure.to_string()));
+    }
     match args.command {
         ProfileCommand::Create { name, allow } => {
             let created = store.create(&name, &allow)?;

@@ -10,6 +10,7 @@
 //! waiting long-poll wakes on a new revision.
 
 use std::io::Write as _;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct ServeConfig {
     /// The store: a SQLite file or a PostgreSQL URL.
     pub store: StoreSpec,
+    /// The key file the signing keys are sealed with.
+    pub key_file: PathBuf,
     /// How often the store revision is polled; `None` for the engine's
     /// default ([`POLL_INTERVAL`], [`PG_BACKSTOP_INTERVAL`]).
     pub poll_interval: Option<Duration>,
@@ -107,7 +110,13 @@ pub fn run(config: ServeConfig) -> Result<(), ServeError> {
     }
     // Opened and first read outside the runtime: the PostgreSQL driver
     // blocks, which only the blocking pool may do once the runtime runs.
-    let mut store = config.store.open().map_err(|source| ServeError::Db { path: config.store.describe(), source })?;
+    let mut store = config
+        .store
+        .open(&config.key_file)
+        .map_err(|source| ServeError::Db { path: config.store.describe(), source })?;
+    for exposure in store.exposures() {
+        log!("warning: {exposure}");
+    }
     let initial_revision =
         store.revision().map_err(|source| ServeError::Db { path: config.store.describe(), source })?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -651,8 +660,17 @@ async fn admin_delete(
 // Data API
 
 async fn data_snapshot(_: DataAuth, State(state): State<SharedState>) -> Result<Response, ApiError> {
-    let snap = with_store(&state, |s| s.snapshot()).await?;
-    Ok(json(StatusCode::OK, &views::DataSnapshot::new(&snap)))
+    let (snap, unsealed) = with_store(&state, |s| Ok(views::data_snapshot(&s.snapshot()?, s.keyring()))).await?;
+    report_unsealed(&unsealed);
+    Ok(json(StatusCode::OK, &snap))
+}
+
+/// Profiles whose signing key did not unseal are sent as absent (their
+/// tokens are refused); the operator must hear of each, every time.
+fn report_unsealed(failed: &[crate::keyring::KeyringError]) {
+    for e in failed {
+        log!("error: {e}; the proxies are told it does not exist until it is rotated or deleted");
+    }
 }
 
 /// Parsed `?since=N&wait=S`.
@@ -698,25 +716,26 @@ async fn data_changes(
     // the read and the wait.
     let mut revisions = state.revision.subscribe();
     let mut shutdown = state.shutdown.clone();
+    let answer = |(changes, unsealed): (tollgate::contract::Changes, Vec<crate::keyring::KeyringError>)| {
+        report_unsealed(&unsealed);
+        Ok(json(StatusCode::OK, &changes))
+    };
     loop {
         revisions.borrow_and_update();
-        let changes = with_store(&state, move |s| s.changes_since(since)).await?;
-        if changes.reset || changes.revision > since {
-            return Ok(json(StatusCode::OK, &views::DataChanges::new(&changes)));
-        }
-        if *shutdown.borrow() {
-            return Ok(json(StatusCode::OK, &views::DataChanges::new(&changes)));
+        let view = with_store(&state, move |s| Ok(views::data_changes(&s.changes_since(since)?, s.keyring()))).await?;
+        if view.0.reset || view.0.revision > since || *shutdown.borrow() {
+            return answer(view);
         }
         tokio::select! {
             changed = revisions.changed() => {
                 if changed.is_err() {
                     // The sender is gone: the server is stopping.
-                    return Ok(json(StatusCode::OK, &views::DataChanges::new(&changes)));
+                    return answer(view);
                 }
             }
             stopping = shutdown.changed() => {
                 if stopping.is_err() {
-                    return Ok(json(StatusCode::OK, &views::DataChanges::new(&changes)));
+                    return answer(view);
                 }
             }
             _ = tokio::time::sleep_until(deadline) => {
@@ -724,8 +743,9 @@ async fn data_changes(
                 // empty 200 tells the proxy its snapshot is current, which
                 // must not be claimed by a sidecar that lost its store
                 // meanwhile (it answers 503, and the proxy's snapshot ages).
-                let changes = with_store(&state, move |s| s.changes_since(since)).await?;
-                return Ok(json(StatusCode::OK, &views::DataChanges::new(&changes)));
+                let view =
+                    with_store(&state, move |s| Ok(views::data_changes(&s.changes_since(since)?, s.keyring()))).await?;
+                return answer(view);
             }
         }
     }

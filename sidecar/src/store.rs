@@ -15,13 +15,17 @@
 //!
 //! Client secrets are generated here, handed back exactly once (by create and
 //! rotate) and never stored: only the hex of their SHA-256 digest is kept.
-//! Key material is an opaque string to the engines.
+//! Signing keys are sealed here with the key file's key ([`crate::keyring`])
+//! before any engine sees them, so to the engines key material is an opaque
+//! string; only the data views unseal it.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
+
+use crate::keyring::{Keyring, KeyringError};
 
 pub mod postgres;
 pub mod sqlite;
@@ -34,8 +38,6 @@ pub const DEFAULT_DB_PATH: &str = "var/tollgate.db";
 
 /// Longest accepted profile name, in characters.
 pub const MAX_NAME_CHARS: usize = 100;
-/// Longest accepted allowed prefix, in characters.
-pub const MAX_PREFIX_CHARS: usize = 256;
 /// Most allowed prefixes per profile (after de-duplication).
 pub const MAX_PREFIXES: usize = 64;
 
@@ -85,6 +87,18 @@ pub enum StoreError {
     /// A stored value does not have the expected shape.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The signing keys' key file is missing, wrong, exposed or unreadable,
+    /// or a sealed key does not open.
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+    /// The database file's permissions could not be checked or set.
+    #[error("cannot make {path} private to this user: {source}")]
+    Permissions {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
     /// The database's parent directory could not be created.
     #[error("cannot create directory {path}: {source}")]
     CreateDir {
@@ -138,9 +152,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// One access profile as stored, including its key material.
 ///
-/// `Debug` redacts `secret_sha256` and `signing_key`.
+/// `Debug` redacts `secret_sha256` and `sealed_signing_key`.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Profile {
+pub struct StoredProfile {
     /// 64 hex chars (32 random bytes).
     pub id: String,
     /// Human-readable label.
@@ -151,8 +165,9 @@ pub struct Profile {
     pub secret_sha256: String,
     /// JWT key id, 64 hex chars.
     pub kid: String,
-    /// HS256 signing key as stored (an opaque string to the engines).
-    pub signing_key: String,
+    /// The HS256 signing key (32 bytes) sealed with the key file's key;
+    /// [`Keyring::unseal`] with this profile's id and kid opens it.
+    pub sealed_signing_key: String,
     /// Path prefixes the profile's tokens may access.
     pub allowed_prefixes: Vec<String>,
     /// Disabled profiles cannot obtain or use tokens.
@@ -165,15 +180,15 @@ pub struct Profile {
     pub rev: u64,
 }
 
-impl fmt::Debug for Profile {
+impl fmt::Debug for StoredProfile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Profile")
+        f.debug_struct("StoredProfile")
             .field("id", &self.id)
             .field("name", &self.name)
             .field("client_id", &self.client_id)
             .field("secret_sha256", &"<redacted>")
             .field("kid", &self.kid)
-            .field("signing_key", &"<redacted>")
+            .field("sealed_signing_key", &"<redacted>")
             .field("allowed_prefixes", &self.allowed_prefixes)
             .field("enabled", &self.enabled)
             .field("created_at", &self.created_at)
@@ -206,7 +221,7 @@ impl fmt::Debug for ClientSecret {
 #[derive(Debug, Clone)]
 pub struct WithSecret {
     /// The profile after the change.
-    pub profile: Profile,
+    pub profile: StoredProfile,
     /// The new client secret (not stored anywhere).
     pub client_secret: ClientSecret,
 }
@@ -217,7 +232,7 @@ pub struct Snapshot {
     /// Store revision the list reflects.
     pub revision: u64,
     /// Every profile, enabled or not, oldest first.
-    pub profiles: Vec<Profile>,
+    pub profiles: Vec<StoredProfile>,
 }
 
 /// One entry of the change feed.
@@ -226,7 +241,7 @@ pub struct Change {
     /// Profile id.
     pub id: String,
     /// The profile now, or `None` if it was deleted.
-    pub profile: Option<Profile>,
+    pub profile: Option<StoredProfile>,
 }
 
 /// Everything that changed after some revision.
@@ -247,6 +262,16 @@ pub trait ProfileStore: Send {
     /// Where the data lives, for logs (never a password).
     fn describe(&self) -> String;
 
+    /// The key the signing keys are sealed with; the data views unseal with
+    /// it.
+    fn keyring(&self) -> &Keyring;
+
+    /// Store files that were open to other users when the store was opened
+    /// (files have been made private since): for the operator's log.
+    fn exposures(&self) -> &[crate::permissions::Exposure] {
+        &[]
+    }
+
     /// Current store revision.
     fn revision(&mut self) -> Result<u64>;
 
@@ -257,18 +282,18 @@ pub trait ProfileStore: Send {
     fn list(&mut self) -> Result<Snapshot>;
 
     /// One profile, addressed by id or client_id.
-    fn get(&mut self, key: &str) -> Result<Profile>;
+    fn get(&mut self, key: &str) -> Result<StoredProfile>;
 
     /// Replaces the client secret, kid and signing key; sets `rotated_at`.
     fn rotate(&mut self, key: &str, if_revision: Option<u64>) -> Result<WithSecret>;
 
     /// Enables or disables a profile. A no-op (no revision bump) if it is
     /// already so.
-    fn set_enabled(&mut self, key: &str, enabled: bool, if_revision: Option<u64>) -> Result<Profile>;
+    fn set_enabled(&mut self, key: &str, enabled: bool, if_revision: Option<u64>) -> Result<StoredProfile>;
 
     /// Replaces the allowed prefixes. A no-op (no revision bump) if the
     /// validated list equals the current one.
-    fn set_prefixes(&mut self, key: &str, prefixes: &[String], if_revision: Option<u64>) -> Result<Profile>;
+    fn set_prefixes(&mut self, key: &str, prefixes: &[String], if_revision: Option<u64>) -> Result<StoredProfile>;
 
     /// Deletes a profile, leaving a tombstone for the change feed. Returns the
     /// deleted profile's id.
@@ -289,12 +314,12 @@ pub trait ProfileStore: Send {
     }
 
     /// Disables a profile (no-op if already disabled).
-    fn disable(&mut self, key: &str) -> Result<Profile> {
+    fn disable(&mut self, key: &str) -> Result<StoredProfile> {
         self.set_enabled(key, false, None)
     }
 
     /// Enables a profile (no-op if already enabled).
-    fn enable(&mut self, key: &str) -> Result<Profile> {
+    fn enable(&mut self, key: &str) -> Result<StoredProfile> {
         self.set_enabled(key, true, None)
     }
 }
@@ -319,12 +344,25 @@ impl StoreSpec {
         }
     }
 
-    /// Opens the store, applying pending migrations.
-    pub fn open(&self) -> Result<Box<dyn ProfileStore>> {
+    /// Opens the store, applying pending migrations. `key_file` holds the
+    /// key that seals the signing keys; it is created only while the store
+    /// holds no sealed key.
+    pub fn open(&self, key_file: &Path) -> Result<Box<dyn ProfileStore>> {
         Ok(match self {
-            StoreSpec::Sqlite(path) => Box::new(SqliteStore::open(path)?),
-            StoreSpec::Postgres(url) => Box::new(PgStore::open(url)?),
+            StoreSpec::Sqlite(path) => Box::new(SqliteStore::open(path, key_file)?),
+            StoreSpec::Postgres(url) => Box::new(PgStore::open(url, key_file)?),
         })
+    }
+
+    /// The key file when the operator names none: beside a SQLite database
+    /// ([`crate::keyring::default_key_file`]); for PostgreSQL, beside the
+    /// default database path (`var/tollgate.key`), which every sidecar of a
+    /// fleet must share.
+    pub fn default_key_file(&self) -> PathBuf {
+        match self {
+            StoreSpec::Sqlite(path) => crate::keyring::default_key_file(path),
+            StoreSpec::Postgres(_) => crate::keyring::default_key_file(Path::new(DEFAULT_DB_PATH)),
+        }
     }
 
     /// For logs and error messages: the path, or the URL without its
@@ -345,18 +383,22 @@ impl fmt::Debug for StoreSpec {
 
 /// What a profile gets at creation and again at every rotation: a client
 /// secret (kept only as its SHA-256) and a fresh signing key with its kid,
-/// all 256-bit values from the OS.
+/// all 256-bit values from the OS; the key is sealed for `profile_id`.
 pub(crate) struct Credentials {
     pub(crate) secret: String,
     pub(crate) secret_sha256: String,
     pub(crate) kid: String,
-    pub(crate) signing_key: String,
+    pub(crate) sealed_signing_key: String,
 }
 
 impl Credentials {
-    pub(crate) fn new() -> Result<Self> {
+    pub(crate) fn new(keyring: &Keyring, profile_id: &str) -> Result<Self> {
         let secret = random_hex(32)?;
-        Ok(Self { secret_sha256: sha256_hex(&secret), secret, kid: random_hex(32)?, signing_key: random_hex(32)? })
+        let kid = random_hex(32)?;
+        let mut key = zeroize::Zeroizing::new([0u8; 32]);
+        getrandom::getrandom(key.as_mut()).map_err(|e| StoreError::Random(e.to_string()))?;
+        let sealed_signing_key = keyring.seal(profile_id, &kid, key.as_ref())?;
+        Ok(Self { secret_sha256: sha256_hex(&secret), secret, kid, sealed_signing_key })
     }
 
     /// The secret to hand back, once.
@@ -376,21 +418,22 @@ pub(crate) struct NewProfile {
 }
 
 impl NewProfile {
-    pub(crate) fn new(name: &str, prefixes: &[String]) -> Result<Self> {
+    pub(crate) fn new(keyring: &Keyring, name: &str, prefixes: &[String]) -> Result<Self> {
         validate_name(name)?;
         let prefixes = validate_prefixes(prefixes)?;
+        let id = random_hex(32)?;
         Ok(NewProfile {
             prefixes_json: encode_prefixes(&prefixes)?,
-            id: random_hex(32)?,
             client_id: random_hex(16)?,
-            credentials: Credentials::new()?,
+            credentials: Credentials::new(keyring, &id)?,
             created_at: unix_now(),
+            id,
         })
     }
 }
 
 /// Refuses a mutation whose author saw another revision of the profile.
-pub(crate) fn check_revision(current: &Profile, if_revision: Option<u64>) -> Result<()> {
+pub(crate) fn check_revision(current: &StoredProfile, if_revision: Option<u64>) -> Result<()> {
     match if_revision {
         Some(expected) if expected != current.rev => Err(StoreError::Conflict { expected, current: current.rev }),
         _ => Ok(()),
@@ -412,44 +455,16 @@ pub fn validate_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Checks one allowed prefix.
-///
-/// Rules: starts and ends with `/`; at most 256 characters; only visible
-/// ASCII (so no whitespace, control or non-ASCII characters); no `?`, `#`,
-/// `%` or `\`; no empty segment (`//`); no `.` or `..` segment. `/` alone is
-/// allowed and matches everything. This is the rule set of the Envoy filter's
-/// `path::validate_prefix`, so the filter accepts every stored profile.
+/// Checks one allowed prefix with the filter's own rule
+/// ([`tollgate::path::validate_prefix`]: absolute, ending in `/`, at most 256
+/// visible ASCII characters without `?`, `#`, `%` or `\\`, no empty, `.` or
+/// `..` segment; `/` alone means everything), so the filter accepts every
+/// stored profile.
 pub fn validate_prefix(prefix: &str) -> Result<()> {
-    let reject = |reason: &str| {
-        Err(StoreError::InvalidPrefix { prefix: truncate_for_display(prefix), reason: reason.to_string() })
-    };
-    if prefix.chars().count() > MAX_PREFIX_CHARS {
-        return reject(&format!("must be at most {MAX_PREFIX_CHARS} characters"));
-    }
-    if !prefix.starts_with('/') {
-        return reject("must start with '/'");
-    }
-    if !prefix.ends_with('/') {
-        return reject("must end with '/'");
-    }
-    if !prefix.bytes().all(|b| b.is_ascii_graphic()) {
-        return reject("must hold only visible ASCII characters (no whitespace or control characters)");
-    }
-    if prefix.contains(['?', '#', '%', '\\']) {
-        return reject("must not contain '?', '#', '%' or '\\'");
-    }
-    if prefix.contains("//") {
-        return reject("must not contain '//'");
-    }
-    if prefix == "/" {
-        return Ok(());
-    }
-    // Strip the leading and trailing '/', leaving the segments.
-    let inner = prefix.strip_prefix('/').and_then(|p| p.strip_suffix('/')).unwrap_or_default();
-    if inner.split('/').any(|seg| seg == ".." || seg == ".") {
-        return reject("must not contain '.' or '..' segments");
-    }
-    Ok(())
+    tollgate::path::validate_prefix(prefix).map_err(|reason| StoreError::InvalidPrefix {
+        prefix: truncate_for_display(prefix),
+        reason: reason.to_string(),
+    })
 }
 
 /// Validates a prefix list and returns it de-duplicated (first occurrence
@@ -611,13 +626,13 @@ mod tests {
 
     #[test]
     fn conflict_check() {
-        let profile = Profile {
+        let profile = StoredProfile {
             id: "i".into(),
             name: "n".into(),
             client_id: "c".into(),
             secret_sha256: String::new(),
             kid: String::new(),
-            signing_key: String::new(),
+            sealed_signing_key: String::new(),
             allowed_prefixes: vec![],
             enabled: true,
             created_at: 0,

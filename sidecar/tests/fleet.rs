@@ -20,9 +20,15 @@ use serde_json::{json, Value};
 /// notification path.
 const SLOW_POLL: &[&str] = &["--poll-ms", "60000"];
 
-fn fleet(pg: &Postgres, db: &str, n: usize) -> Vec<Server> {
+/// `n` sidecars on a fresh database, sharing one key file (as a fleet
+/// must), which lives as long as the returned directory.
+fn fleet(pg: &Postgres, db: &str, n: usize) -> (tempfile::TempDir, Vec<Server>) {
     let url = pg.create_database(db);
-    (0..n).map(|_| Server::start_store(&url, SLOW_POLL)).collect()
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("fleet.key");
+    let key_file = key_file.to_str().unwrap();
+    let servers = (0..n).map(|_| Server::start_store(&url, &[SLOW_POLL, &["--key-file", key_file]].concat())).collect();
+    (keys, servers)
 }
 
 /// Long-polls `server`'s feed from `since` on a thread of its own.
@@ -57,7 +63,7 @@ fn rotate(server: &Server, id: &str, if_revision: Option<u64>) -> Resp {
 #[test]
 fn a_change_through_one_sidecar_wakes_the_feed_of_every_other() {
     let pg = Postgres::start();
-    let servers = fleet(&pg, "wake", 3);
+    let (keys, servers) = fleet(&pg, "wake", 3);
     let created = servers[0].create("fleet", &["/api/"]);
     let id = created["profile"]["id"].as_str().unwrap().to_string();
     for s in &servers {
@@ -80,7 +86,8 @@ fn a_change_through_one_sidecar_wakes_the_feed_of_every_other() {
     let poll = long_poll(&servers[2], 2);
     std::thread::sleep(Duration::from_millis(300));
     let url = pg.url("wake");
-    let out = common::run(&["profile", "disable", &id, "--store", &url], &[]);
+    let key_file = keys.path().join("fleet.key");
+    let out = common::run(&["profile", "disable", &id, "--store", &url, "--key-file", key_file.to_str().unwrap()], &[]);
     assert!(out.status.success(), "{}", common::stderr_of(&out));
     let v = woken(poll);
     assert_eq!(v["revision"], 3);
@@ -90,7 +97,8 @@ fn a_change_through_one_sidecar_wakes_the_feed_of_every_other() {
 #[test]
 fn racing_admins_through_two_sidecars_get_one_success_and_one_409() {
     let pg = Postgres::start();
-    let servers = Arc::new(fleet(&pg, "race", 2));
+    let (_keys, servers) = fleet(&pg, "race", 2);
+    let servers = Arc::new(servers);
     let created = servers[0].create("raced", &["/api/"]);
     let id = created["profile"]["id"].as_str().unwrap().to_string();
     let rev = created["profile"]["revision"].as_u64().unwrap();
@@ -139,7 +147,7 @@ fn racing_admins_through_two_sidecars_get_one_success_and_one_409() {
 #[test]
 fn postgres_down_means_503_and_no_loss_and_back_means_resync_without_restart() {
     let mut pg = Postgres::start();
-    let servers = fleet(&pg, "faults", 2);
+    let (_keys, servers) = fleet(&pg, "faults", 2);
     let created = servers[0].create("kept", &["/api/"]);
     let id = created["profile"]["id"].as_str().unwrap().to_string();
     let kid = created["profile"]["kid"].as_str().unwrap().to_string();

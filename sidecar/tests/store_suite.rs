@@ -24,7 +24,7 @@ struct SqliteFixture {
 
 impl Fixture for SqliteFixture {
     fn open(&self) -> Box<dyn ProfileStore> {
-        Box::new(SqliteStore::open(&self.path).unwrap())
+        Box::new(SqliteStore::open(&self.path, self.path.with_extension("key")).unwrap())
     }
 }
 
@@ -34,14 +34,20 @@ fn sqlite_fixture() -> SqliteFixture {
     SqliteFixture { _dir: dir, path }
 }
 
+/// Every handle shares one key file, as the sidecars of a fleet must.
 struct PgFixture {
     url: String,
+    key_file: std::path::PathBuf,
 }
 
 impl Fixture for PgFixture {
     fn open(&self) -> Box<dyn ProfileStore> {
-        Box::new(PgStore::open(&self.url).unwrap())
+        Box::new(PgStore::open(&self.url, &self.key_file).unwrap())
     }
+}
+
+fn unsealed(s: &dyn ProfileStore, p: &tollgate_sidecar::store::StoredProfile) -> Vec<u8> {
+    s.keyring().unseal(&p.id, &p.kid, &p.sealed_signing_key).unwrap().to_vec()
 }
 
 fn p(list: &[&str]) -> Vec<String> {
@@ -73,7 +79,8 @@ fn create_generates_values_and_bumps_revision(f: &dyn Fixture) {
     assert!(is_hex(&pr.id, 64));
     assert!(is_hex(&pr.client_id, 32));
     assert!(is_hex(&pr.kid, 64));
-    assert!(!pr.signing_key.is_empty());
+    assert!(tollgate_sidecar::keyring::is_sealed(&pr.sealed_signing_key));
+    assert_eq!(unsealed(s.as_ref(), pr).len(), 32);
     assert!(is_hex(created.client_secret.expose(), 64));
     assert_eq!(pr.secret_sha256, sha256_hex(created.client_secret.expose()));
     assert_eq!(pr.allowed_prefixes, p(&["/sales/", "/hr/"]));
@@ -83,12 +90,12 @@ fn create_generates_values_and_bumps_revision(f: &dyn Fixture) {
     assert_eq!(pr.rev, 1);
     assert_eq!(s.revision().unwrap(), 1);
     assert!(!format!("{created:?}").contains(created.client_secret.expose()));
-    assert!(!format!("{:?}", created.profile).contains(&created.profile.signing_key));
+    assert!(!format!("{:?}", created.profile).contains(&created.profile.sealed_signing_key));
 
     let second = s.create("other", &p(&["/"])).unwrap();
     assert_eq!(second.profile.rev, 2);
     assert_ne!(second.profile.id, pr.id);
-    assert_ne!(second.profile.signing_key, pr.signing_key);
+    assert_ne!(unsealed(s.as_ref(), &second.profile), unsealed(s.as_ref(), pr));
     assert_eq!(s.revision().unwrap(), 2);
 }
 
@@ -113,7 +120,7 @@ fn rotate_replaces_key_material(f: &dyn Fixture) {
     assert_eq!(r.profile.id, c.profile.id);
     assert_eq!(r.profile.client_id, c.profile.client_id);
     assert_ne!(r.profile.kid, c.profile.kid);
-    assert_ne!(r.profile.signing_key, c.profile.signing_key);
+    assert_ne!(unsealed(s.as_ref(), &r.profile), unsealed(s.as_ref(), &c.profile));
     assert_ne!(r.profile.secret_sha256, c.profile.secret_sha256);
     assert_ne!(r.client_secret, c.client_secret);
     assert_eq!(r.profile.secret_sha256, sha256_hex(r.client_secret.expose()));
@@ -331,7 +338,8 @@ fn concurrent_rotations_never_mix_key_material(f: &dyn Fixture) {
     }
     assert_eq!(now.secret_sha256, sha256_hex(last.client_secret.expose()));
     assert_eq!(now.kid, last.profile.kid);
-    assert_eq!(now.signing_key, last.profile.signing_key);
+    assert_eq!(now.sealed_signing_key, last.profile.sealed_signing_key);
+    assert_eq!(unsealed(s.as_ref(), &now), unsealed(s.as_ref(), &last.profile));
     assert_eq!(s.revision().unwrap(), 1 + (WRITERS * ROUNDS) as u64);
     // Each rotation's answer is self-consistent too.
     for r in &results {
@@ -450,10 +458,11 @@ fn sqlite_runs_every_case() {
 #[test]
 fn postgres_every_case() {
     let pg = common::pg::Postgres::start();
+    let keys = tempfile::tempdir().unwrap();
     for (i, (name, case)) in CASES.iter().enumerate() {
         eprintln!("postgres: {name}");
         let url = pg.create_database(&format!("case_{i}"));
-        case(&PgFixture { url });
+        case(&PgFixture { url, key_file: keys.path().join(format!("case_{i}.key")) });
     }
 }
 
@@ -461,18 +470,44 @@ fn postgres_every_case() {
 fn postgres_migrations_are_idempotent_and_guarded() {
     let pg = common::pg::Postgres::start();
     let url = pg.create_database("migrations");
-    // Several sidecars starting at once: the advisory lock serializes them.
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("fleet.key");
+    // Several sidecars starting at once: the advisory lock serializes them,
+    // and one key is recorded, created by whichever came first.
     std::thread::scope(|scope| {
         for _ in 0..4 {
-            scope.spawn(|| PgStore::open(&url).unwrap());
+            scope.spawn(|| PgStore::open(&url, &key_file).unwrap());
         }
     });
-    let mut store = PgStore::open(&url).unwrap();
-    assert_eq!(store.schema_version().unwrap(), tollgate_sidecar::store::postgres::SCHEMA_VERSION);
-    assert_eq!(store.revision().unwrap(), 0);
+    let mut store = PgStore::open(&url, &key_file).unwrap();
+    let a = store.create("a", &p(&["/a/"])).unwrap().profile;
+    // A sidecar given another key file is refused at open, not at unseal.
+    let err = PgStore::open(&url, &keys.path().join("other.key")).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            tollgate_sidecar::store::StoreError::Keyring(tollgate_sidecar::keyring::KeyringError::Missing { .. })
+        ),
+        "{err:?}"
+    );
+    tollgate_sidecar::keyring::Keyring::load_or_create(&keys.path().join("other.key")).unwrap();
+    let err = PgStore::open(&url, &keys.path().join("other.key")).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            tollgate_sidecar::store::StoreError::Keyring(tollgate_sidecar::keyring::KeyringError::Mismatch { .. })
+        ),
+        "{err:?}"
+    );
+    // The database alone holds no plaintext key.
+    let plain = hex::encode(unsealed(&store, &a));
     let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let dump: String = admin.query_one("SELECT string_agg(signing_key, ',') FROM profiles", &[]).unwrap().get(0);
+    assert!(!dump.contains(&plain));
+    assert_eq!(store.revision().unwrap(), 1);
+    assert_eq!(store.schema_version().unwrap(), tollgate_sidecar::store::postgres::SCHEMA_VERSION);
     admin.batch_execute("UPDATE tollgate_schema SET version = version + 1").unwrap();
-    let err = PgStore::open(&url).unwrap_err();
+    let err = PgStore::open(&url, &key_file).unwrap_err();
     assert!(matches!(err, tollgate_sidecar::store::StoreError::UnsupportedSchema { .. }), "{err:?}");
     // The spec parser routes URLs to this engine.
     assert!(matches!(StoreSpec::parse(&url), StoreSpec::Postgres(_)));
@@ -482,7 +517,8 @@ fn postgres_migrations_are_idempotent_and_guarded() {
 fn postgres_stopped_is_unavailable_then_recovers_without_reopen() {
     let mut pg = common::pg::Postgres::start();
     let url = pg.create_database("faults");
-    let mut s = PgStore::open(&url).unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let mut s = PgStore::open(&url, &keys.path().join("k")).unwrap();
     let a = s.create("a", &p(&["/a/"])).unwrap().profile;
     pg.stop();
     let err = s.rotate(&a.id, None).unwrap_err();

@@ -155,7 +155,8 @@ def main(argv=None) -> int:
     try:
         upstream = harness.Upstream()
         url = pg.create_database("fleet")
-        sidecars = [harness.Sidecar(url) for _ in range(3)]
+        key_file = pg.dir / "fleet.key"  # the fleet's one key file, removed with PostgreSQL's directory
+        sidecars = [harness.Sidecar(url, key_file=key_file) for _ in range(3)]
         procs += sidecars
         gateways = []
         for s in sidecars:

@@ -179,13 +179,18 @@ class Sidecar(Process):
     back where Envoy's cluster points)."""
 
     def __init__(self, db: pathlib.Path | str, port: int | None = None, admin_token: str | None = None,
-                 data_token: str | None = None, extra: tuple = ()):
-        # `db` is a SQLite path or a postgres:// URL (passed as --store).
+                 data_token: str | None = None, extra: tuple = (), key_file: pathlib.Path | None = None):
+        # `db` is a SQLite path (its key file beside it) or a postgres:// URL (passed as --store), which needs
+        # `key_file`, shared by every sidecar of the fleet.
         self.db = db if str(db).startswith("postgres://") else pathlib.Path(db)
+        if key_file is None and isinstance(self.db, str):
+            raise ValueError("a PostgreSQL sidecar needs key_file (the fleet's shared key file)")
+        self.key_file = key_file
+        extra = tuple(extra) + (("--key-file", str(key_file)) if key_file else ())
         self.port = port or free_port()
         self.admin_token = admin_token or secrets.token_hex(32)
         self.data_token = data_token or secrets.token_hex(32)
-        self.extra = tuple(extra)
+        self.extra = extra
         self.url = f"http://127.0.0.1:{self.port}"
         super().__init__("sidecar", [SIDECAR, "serve", "--store", str(self.db), "--listen",
                                      f"127.0.0.1:{self.port}", *self.extra],
@@ -194,10 +199,11 @@ class Sidecar(Process):
 
     def restart(self) -> "Sidecar":
         self.stop()
-        return Sidecar(self.db, self.port, self.admin_token, self.data_token, self.extra)
+        extra = self.extra[:-2] if self.key_file else self.extra
+        return Sidecar(self.db, self.port, self.admin_token, self.data_token, extra, self.key_file)
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return cli(self.db, *args, check=check)
+        return cli(self.db, *args, *(("--key-file", str(self.key_file)) if self.key_file else ()), check=check)
 
     def admin(self, method: str, path: str, token: str | None = "default", **kw):
         import requests

@@ -35,12 +35,18 @@ def pg():
 
 
 @pytest.fixture(scope="module")
-def fleet(pg, upstream):
+def key_file(tmp_path_factory):
+    """The fleet's one key file (signing keys are sealed with it; every sidecar needs the same)."""
+    return tmp_path_factory.mktemp("fleet-key") / "tollgate.key"
+
+
+@pytest.fixture(scope="module")
+def fleet(pg, upstream, key_file):
     url = pg.create_database("fleet")
     sidecars, gateways = [], []
     try:
         for _ in range(SIDECARS):
-            sidecars.append(harness.Sidecar(url))
+            sidecars.append(harness.Sidecar(url, key_file=key_file))
         for s in sidecars:
             gateways.append(harness.start_gateway(upstream, s.plugin_config(long_poll_seconds=5),
                                                   sidecar_port=s.port))
@@ -142,12 +148,12 @@ def test_postgres_down_envoys_serve_their_snapshot_writes_503_then_resync(pg, fl
         assert mint(gw, cid, r.json()["client_secret"]).status_code == 200
 
 
-def test_sidecar_cut_off_keeps_stale_view_refuses_when_too_stale_and_catches_up(pg, upstream, fleet):
+def test_sidecar_cut_off_keeps_stale_view_refuses_when_too_stale_and_catches_up(pg, upstream, fleet, key_file):
     sidecars, gateways = fleet
     url = pg.url("fleet")
     link = harness.CuttableLink(pg.port)
     cut_url = url.replace(f":{pg.port}/", f":{link.port}/")
-    lone = harness.Sidecar(cut_url)
+    lone = harness.Sidecar(cut_url, key_file=key_file)
     gw = harness.start_gateway(upstream, lone.plugin_config(long_poll_seconds=1, max_staleness_seconds=8),
                                sidecar_port=lone.port)
     try:

@@ -14,6 +14,7 @@
 //! A lost connection is [`StoreError::Unavailable`] (HTTP 503): the write
 //! did not happen, the next call reconnects.
 
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -23,9 +24,10 @@ use postgres::{Client, Config, GenericClient, IsolationLevel, NoTls, Row, Transa
 
 use super::{
     check_revision, decode_prefixes, encode_prefixes, from_sql_rev, into_changes, to_sql_rev, truncate_for_display,
-    unix_now, validate_prefixes, Change, Changes, Credentials, NewProfile, Profile, ProfileStore, Result, Snapshot,
-    StoreError, WithSecret,
+    unix_now, validate_prefixes, Change, Changes, Credentials, NewProfile, ProfileStore, Result, Snapshot, StoreError,
+    StoredProfile, WithSecret,
 };
+use crate::keyring::Keyring;
 
 /// The `NOTIFY` channel; the payload is the new store revision in decimal.
 pub const CHANNEL: &str = "tollgate_revision";
@@ -43,8 +45,8 @@ pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
 const MIGRATION_LOCK: i64 = 0x746f_6c6c_6761_7465;
 
 /// Schema migrations; entry `i` upgrades schema version `i` to `i + 1`.
-/// Key material columns are unconstrained text: the engines store opaque
-/// strings.
+/// Signing keys are stored sealed ([`crate::keyring`]), an opaque string
+/// here; `keyring` records the id of the key that seals them.
 const MIGRATIONS: &[&str] = &[
     // 1: initial schema.
     "CREATE TABLE meta (
@@ -70,7 +72,11 @@ const MIGRATIONS: &[&str] = &[
          id  TEXT PRIMARY KEY,
          rev BIGINT NOT NULL
      );
-     CREATE INDEX tombstones_rev ON tombstones (rev);",
+     CREATE INDEX tombstones_rev ON tombstones (rev);
+     CREATE TABLE keyring (
+         one    INTEGER PRIMARY KEY CHECK (one = 1),
+         key_id TEXT NOT NULL
+     );",
 ];
 
 /// The schema version this build creates and understands.
@@ -82,14 +88,21 @@ const PROFILE_COLUMNS: &str = "id, name, client_id, secret_sha256, kid, signing_
 /// A PostgreSQL-backed store: one connection, re-opened on demand after a
 /// failure.
 pub struct PgStore {
-    config: Config,
+    conn: Conn,
     display: String,
+    keyring: Keyring,
+}
+
+/// The connection, apart from the keyring so a transaction's closure can
+/// seal with the keyring while the connection is borrowed.
+struct Conn {
+    config: Config,
     client: Option<Client>,
 }
 
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgStore").field("url", &self.display).finish()
+        f.debug_struct("PgStore").field("url", &self.display).field("keyring", &self.keyring).finish()
     }
 }
 
@@ -154,19 +167,49 @@ fn connect(config: &Config) -> Result<Client> {
 }
 
 impl PgStore {
-    /// Connects and applies pending migrations.
-    pub fn open(url: &str) -> Result<PgStore> {
+    /// Connects and applies pending migrations. `key_file` holds the key
+    /// that seals the signing keys; it is created only while the database
+    /// records no key (the first sidecar of a fleet), and every other
+    /// sidecar must be given the same file.
+    pub fn open(url: &str, key_file: &Path) -> Result<PgStore> {
         let config = parse_config(url)?;
-        let mut store = PgStore { config, display: redact_url(url), client: None };
-        store.with_client(migrate)?;
-        Ok(store)
+        let mut client = connect(&config)?;
+        let keyring = migrate(&mut client, key_file)?;
+        Ok(PgStore { conn: Conn { config, client: Some(client) }, display: redact_url(url), keyring })
     }
 
     /// The schema version recorded in the database.
     pub fn schema_version(&mut self) -> Result<i64> {
-        self.with_client(|c| Ok(c.query_one("SELECT version FROM tollgate_schema", &[]).map_err(pg_error)?.get(0)))
+        self.conn.with_client(|c| Ok(c.query_one("SELECT version FROM tollgate_schema", &[]).map_err(pg_error)?.get(0)))
     }
 
+    fn update_column<V: postgres::types::ToSql + Sync>(
+        &mut self,
+        key: &str,
+        if_revision: Option<u64>,
+        column: &'static str,
+        value: V,
+        unchanged: impl FnOnce(&StoredProfile) -> bool,
+    ) -> Result<StoredProfile> {
+        self.conn.write(|tx| {
+            let current = find(tx, key)?;
+            check_revision(&current, if_revision)?;
+            if unchanged(&current) {
+                return Ok(current);
+            }
+            let rev = bump_revision(tx)?;
+            // `column` is one of our own constants, never input.
+            tx.execute(
+                &format!("UPDATE profiles SET {column} = $1, rev = $2 WHERE id = $3"),
+                &[&value, &rev, &current.id],
+            )
+            .map_err(pg_error)?;
+            load_by_id(tx, &current.id)
+        })
+    }
+}
+
+impl Conn {
     /// Runs `f` on a live connection, (re)connecting first if needed, and
     /// drops the connection when `f` found it lost.
     fn with_client<T>(&mut self, f: impl FnOnce(&mut Client) -> Result<T>) -> Result<T> {
@@ -184,7 +227,7 @@ impl PgStore {
         result
     }
 
-    /// Like [`PgStore::with_client`] for reads, which are safe to repeat: a
+    /// Like [`Conn::with_client`] for reads, which are safe to repeat: a
     /// connection that died while idle (a database restart) is only noticed
     /// by its next query, so one failure on a kept connection is retried on
     /// a fresh one rather than reported.
@@ -221,34 +264,12 @@ impl PgStore {
             Ok(value)
         })
     }
-
-    fn update_column<V: postgres::types::ToSql + Sync>(
-        &mut self,
-        key: &str,
-        if_revision: Option<u64>,
-        column: &'static str,
-        value: V,
-        unchanged: impl FnOnce(&Profile) -> bool,
-    ) -> Result<Profile> {
-        self.write(|tx| {
-            let current = find(tx, key)?;
-            check_revision(&current, if_revision)?;
-            if unchanged(&current) {
-                return Ok(current);
-            }
-            let rev = bump_revision(tx)?;
-            // `column` is one of our own constants, never input.
-            tx.execute(
-                &format!("UPDATE profiles SET {column} = $1, rev = $2 WHERE id = $3"),
-                &[&value, &rev, &current.id],
-            )
-            .map_err(pg_error)?;
-            load_by_id(tx, &current.id)
-        })
-    }
 }
 
-fn migrate(client: &mut Client) -> Result<()> {
+/// Applies pending migrations and returns the keyring, all under an
+/// advisory lock, so sidecars starting together neither race on the schema
+/// nor record two keys.
+fn migrate(client: &mut Client, key_file: &Path) -> Result<Keyring> {
     let mut tx = client.transaction().map_err(pg_error)?;
     tx.query_one("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).map_err(pg_error)?;
     tx.batch_execute("CREATE TABLE IF NOT EXISTS tollgate_schema (version BIGINT NOT NULL)").map_err(pg_error)?;
@@ -267,7 +288,18 @@ fn migrate(client: &mut Client) -> Result<()> {
         tx.batch_execute(sql).map_err(pg_error)?;
     }
     tx.execute("UPDATE tollgate_schema SET version = $1", &[&SCHEMA_VERSION]).map_err(pg_error)?;
-    tx.commit().map_err(pg_error)
+    let recorded: Option<String> =
+        tx.query_opt("SELECT key_id FROM keyring WHERE one = 1", &[]).map_err(pg_error)?.map(|row| row.get(0));
+    let keyring = match recorded {
+        Some(key_id) => Keyring::load(key_file, &key_id)?,
+        None => {
+            let keyring = Keyring::load_or_create(key_file)?;
+            tx.execute("INSERT INTO keyring (one, key_id) VALUES (1, $1)", &[&keyring.id()]).map_err(pg_error)?;
+            keyring
+        }
+    };
+    tx.commit().map_err(pg_error)?;
+    Ok(keyring)
 }
 
 impl ProfileStore for PgStore {
@@ -275,13 +307,17 @@ impl ProfileStore for PgStore {
         format!("PostgreSQL {}", self.display)
     }
 
+    fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
     fn revision(&mut self) -> Result<u64> {
-        self.read_with_client(read_revision)
+        self.conn.read_with_client(read_revision)
     }
 
     fn create(&mut self, name: &str, prefixes: &[String]) -> Result<WithSecret> {
-        let new = NewProfile::new(name, prefixes)?;
-        let profile = self.write(|tx| {
+        let new = NewProfile::new(&self.keyring, name, prefixes)?;
+        let profile = self.conn.write(|tx| {
             let c = &new.credentials;
             let rev = bump_revision(tx)?;
             tx.execute("DELETE FROM tombstones WHERE id = $1", &[&new.id]).map_err(pg_error)?;
@@ -295,7 +331,7 @@ impl ProfileStore for PgStore {
                     &new.client_id,
                     &c.secret_sha256,
                     &c.kid,
-                    &c.signing_key,
+                    &c.sealed_signing_key,
                     &new.prefixes_json,
                     &new.created_at,
                     &rev,
@@ -308,7 +344,7 @@ impl ProfileStore for PgStore {
     }
 
     fn list(&mut self) -> Result<Snapshot> {
-        self.read(|tx| {
+        self.conn.read(|tx| {
             let revision = read_revision(tx)?;
             let rows = tx
                 .query(&format!("SELECT {PROFILE_COLUMNS} FROM profiles ORDER BY created_at, rev, id"), &[])
@@ -318,34 +354,38 @@ impl ProfileStore for PgStore {
         })
     }
 
-    fn get(&mut self, key: &str) -> Result<Profile> {
-        self.read_with_client(|c| find(c, key))
+    fn get(&mut self, key: &str) -> Result<StoredProfile> {
+        self.conn.read_with_client(|c| find(c, key))
     }
 
     fn rotate(&mut self, key: &str, if_revision: Option<u64>) -> Result<WithSecret> {
-        let credentials = Credentials::new()?;
         let now = unix_now();
-        let profile = self.write(|tx| {
+        let keyring = &self.keyring;
+        let mut secret = None;
+        let profile = self.conn.write(|tx| {
             let current = find(tx, key)?;
             check_revision(&current, if_revision)?;
+            // Sealed for this profile's id, so only known once it is found.
+            let c = Credentials::new(keyring, &current.id)?;
             let rev = bump_revision(tx)?;
-            let c = &credentials;
             tx.execute(
                 "UPDATE profiles SET secret_sha256 = $1, kid = $2, signing_key = $3, \
                  rotated_at = $4, rev = $5 WHERE id = $6",
-                &[&c.secret_sha256, &c.kid, &c.signing_key, &now, &rev, &current.id],
+                &[&c.secret_sha256, &c.kid, &c.sealed_signing_key, &now, &rev, &current.id],
             )
             .map_err(pg_error)?;
+            secret = Some(c.client_secret());
             load_by_id(tx, &current.id)
         })?;
-        Ok(WithSecret { profile, client_secret: credentials.client_secret() })
+        let client_secret = secret.ok_or_else(|| StoreError::Corrupt("rotation produced no secret".into()))?;
+        Ok(WithSecret { profile, client_secret })
     }
 
-    fn set_enabled(&mut self, key: &str, enabled: bool, if_revision: Option<u64>) -> Result<Profile> {
+    fn set_enabled(&mut self, key: &str, enabled: bool, if_revision: Option<u64>) -> Result<StoredProfile> {
         self.update_column(key, if_revision, "enabled", enabled, |current| current.enabled == enabled)
     }
 
-    fn set_prefixes(&mut self, key: &str, prefixes: &[String], if_revision: Option<u64>) -> Result<Profile> {
+    fn set_prefixes(&mut self, key: &str, prefixes: &[String], if_revision: Option<u64>) -> Result<StoredProfile> {
         let prefixes = validate_prefixes(prefixes)?;
         let prefixes_json = encode_prefixes(&prefixes)?;
         self.update_column(key, if_revision, "allowed_prefixes", prefixes_json, |current| {
@@ -354,7 +394,7 @@ impl ProfileStore for PgStore {
     }
 
     fn delete(&mut self, key: &str, if_revision: Option<u64>) -> Result<String> {
-        self.write(|tx| {
+        self.conn.write(|tx| {
             let current = find(tx, key)?;
             check_revision(&current, if_revision)?;
             let rev = bump_revision(tx)?;
@@ -371,7 +411,7 @@ impl ProfileStore for PgStore {
 
     fn changes_since(&mut self, since: u64) -> Result<Changes> {
         let since_sql = to_sql_rev(since)?;
-        self.read(|tx| {
+        self.conn.read(|tx| {
             let revision = read_revision(tx)?;
             if since > revision {
                 return Ok(Changes { revision, reset: true, changes: Vec::new() });
@@ -397,7 +437,7 @@ impl ProfileStore for PgStore {
     }
 
     fn close(self: Box<Self>) -> Result<()> {
-        match self.client {
+        match self.conn.client {
             Some(client) => client.close().map_err(pg_error),
             None => Ok(()),
         }
@@ -420,7 +460,7 @@ fn bump_revision(tx: &mut Transaction<'_>) -> Result<i64> {
     Ok(rev)
 }
 
-fn find(c: &mut impl GenericClient, key: &str) -> Result<Profile> {
+fn find(c: &mut impl GenericClient, key: &str) -> Result<StoredProfile> {
     let row = c
         .query_opt(&format!("SELECT {PROFILE_COLUMNS} FROM profiles WHERE id = $1 OR client_id = $1"), &[&key])
         .map_err(pg_error)?;
@@ -430,22 +470,22 @@ fn find(c: &mut impl GenericClient, key: &str) -> Result<Profile> {
     }
 }
 
-fn load_by_id(c: &mut impl GenericClient, id: &str) -> Result<Profile> {
+fn load_by_id(c: &mut impl GenericClient, id: &str) -> Result<StoredProfile> {
     let row =
         c.query_one(&format!("SELECT {PROFILE_COLUMNS} FROM profiles WHERE id = $1"), &[&id]).map_err(pg_error)?;
     profile_from_row(&row)
 }
 
-fn profile_from_row(r: &Row) -> Result<Profile> {
+fn profile_from_row(r: &Row) -> Result<StoredProfile> {
     let id: String = r.try_get(0).map_err(pg_error)?;
     let prefixes: String = r.try_get(6).map_err(pg_error)?;
-    Ok(Profile {
+    Ok(StoredProfile {
         allowed_prefixes: decode_prefixes(&id, &prefixes)?,
         name: r.try_get(1).map_err(pg_error)?,
         client_id: r.try_get(2).map_err(pg_error)?,
         secret_sha256: r.try_get(3).map_err(pg_error)?,
         kid: r.try_get(4).map_err(pg_error)?,
-        signing_key: r.try_get(5).map_err(pg_error)?,
+        sealed_signing_key: r.try_get(5).map_err(pg_error)?,
         enabled: r.try_get(7).map_err(pg_error)?,
         created_at: r.try_get(8).map_err(pg_error)?,
         rotated_at: r.try_get(9).map_err(pg_error)?,
@@ -551,14 +591,14 @@ mod tests {
 
     #[test]
     fn bad_urls_are_invalid_store() {
-        let err = PgStore::open("postgres://h:notaport/d").unwrap_err();
+        let err = PgStore::open("postgres://h:notaport/d", Path::new("/nonexistent/k")).unwrap_err();
         assert!(matches!(err, StoreError::InvalidStore(_)), "{err:?}");
     }
 
     #[test]
     fn unreachable_server_is_unavailable() {
         // Port 1 on loopback: nothing listens there, the connect is refused.
-        let err = PgStore::open("postgres://u@127.0.0.1:1/d").unwrap_err();
+        let err = PgStore::open("postgres://u@127.0.0.1:1/d", Path::new("/nonexistent/k")).unwrap_err();
         assert!(err.is_unavailable(), "{err:?}");
     }
 }
