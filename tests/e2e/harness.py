@@ -324,6 +324,7 @@ class CuttableLink:
 
     def heal(self) -> None:
         import threading
+        self._cut = False
         server = socket.socket()
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         server.bind(("127.0.0.1", self.port))
@@ -338,6 +339,9 @@ class CuttableLink:
                 client, _ = server.accept()
             except OSError:
                 return
+            if self._cut:  # accepted in the instant of the cut
+                client.close()
+                return
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
                 upstream.settimeout(None)
@@ -345,6 +349,10 @@ class CuttableLink:
                 client.close()
                 continue
             with self._lock:
+                if self._cut:
+                    client.close()
+                    upstream.close()
+                    return
                 self._conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
@@ -362,7 +370,13 @@ class CuttableLink:
                     s.shutdown(socket.SHUT_RDWR)
 
     def cut(self) -> None:
+        with self._lock:
+            self._cut = True
         if self._server is not None:
+            # shutdown() first: close() alone leaves a listener that a thread blocked in accept() keeps alive,
+            # and a reconnect would slip through the "cut".
+            with contextlib.suppress(OSError):
+                self._server.shutdown(socket.SHUT_RDWR)
             self._server.close()
             self._server = None
         with self._lock:
