@@ -76,14 +76,14 @@ impl BearerError {
         }
     }
 
-    /// The code in the JSON body. `Missing` has no RFC 6750 code; the body
-    /// still needs one, and the challenge omits it as §3.1 asks.
-    pub fn code(&self) -> &'static str {
+    /// The error code, in the challenge and the JSON body. RFC 6750 §3.1: a
+    /// request without credentials gets none, only the challenge.
+    pub fn code(&self) -> Option<&'static str> {
         match self {
-            Self::Missing => "unauthorized",
-            Self::InvalidToken(_) => "invalid_token",
-            Self::InsufficientScope => "insufficient_scope",
-            Self::Unavailable(_) => "temporarily_unavailable",
+            Self::Missing => None,
+            Self::InvalidToken(_) => Some("invalid_token"),
+            Self::InsufficientScope => Some("insufficient_scope"),
+            Self::Unavailable(_) => Some("temporarily_unavailable"),
         }
     }
 
@@ -93,10 +93,5 @@ impl BearerError {
             Self::InvalidToken(d) | Self::Unavailable(d) => d,
             Self::InsufficientScope => "the access token does not grant access to this path",
         }
-    }
-
-    /// Whether the `WWW-Authenticate` challenge carries `error=`.
-    pub fn challenge_has_error(&self) -> bool {
-        matches!(self, Self::InvalidToken(_) | Self::InsufficientScope)
     }
 }

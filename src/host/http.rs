@@ -3,10 +3,10 @@
 
 use std::rc::Rc;
 
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
+use proxy_wasm::types::{Action, LogLevel};
 
+use super::abi;
 use super::root::Worker;
 use super::{log, now_secs};
 use crate::flow::{self, RequestFlow, RequestHost};
@@ -30,27 +30,29 @@ struct Host<'a> {
 }
 
 impl RequestHost for Host<'_> {
-    fn request_header(&self, name: &str) -> Option<String> {
-        match hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name) {
-            // A header that is not UTF-8 cannot be a valid credential, path or
-            // media type; treat it as garbage rather than panic.
-            Ok(Some(v)) => Some(String::from_utf8(v).unwrap_or_else(|_| "\u{fffd}".to_owned())),
-            _ => None,
-        }
+    fn request_headers(&self) -> crate::flow::HeaderPairs {
+        // No map means no path, no credentials: the flow refuses.
+        abi::header_pairs(abi::REQUEST_HEADERS).unwrap_or_default()
     }
 
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
-        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
+        let done = match value {
+            Some(v) => abi::replace_header(abi::REQUEST_HEADERS, name, v),
+            None => abi::remove_header(abi::REQUEST_HEADERS, name),
+        };
+        if let Err(abi::Status(s)) = done {
+            log(LogLevel::Error, &format!("could not change request header {name}: status {s}"));
+        }
     }
 
     fn request_body(&self, size: usize) -> Option<Vec<u8>> {
-        hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size).ok().flatten()
+        abi::buffer(abi::REQUEST_BODY, 0, size).ok()
     }
 
     fn respond(&mut self, r: LocalResponse) {
         let headers: Vec<(&str, &str)> = r.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        if hostcalls::send_http_response(r.status, headers, Some(&r.body)).is_err() {
-            log(LogLevel::Error, "could not send the local response");
+        if let Err(abi::Status(s)) = abi::send_local_response(r.status, &headers, &r.body) {
+            log(LogLevel::Error, &format!("could not send the local response: status {s}"));
         }
     }
 
@@ -67,7 +69,7 @@ impl RequestHost for Host<'_> {
     }
 
     fn log(&self, message: std::fmt::Arguments) {
-        if hostcalls::get_log_level().is_ok_and(|l| matches!(l, LogLevel::Trace | LogLevel::Debug)) {
+        if abi::log_level().is_ok_and(|l| l <= LogLevel::Debug as u32) {
             log(LogLevel::Debug, &message.to_string());
         }
     }
@@ -94,5 +96,11 @@ impl HttpContext for Http {
         let worker = Rc::clone(&self.worker);
         let mut host = Host { worker: &worker };
         action(self.flow.on_request_body(&mut host, &worker.config, body_size, end_of_stream))
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        let worker = Rc::clone(&self.worker);
+        let mut host = Host { worker: &worker };
+        action(self.flow.on_request_trailers(&mut host, &worker.config))
     }
 }

@@ -17,8 +17,9 @@ pub(crate) struct HostStore;
 
 impl SharedStore for HostStore {
     fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        match hostcalls::get_shared_data(key) {
-            Ok((Some(v), cas)) if !v.is_empty() => Some((v, cas.unwrap_or(0))),
+        // On the request path too (profile lookups): the panic-free call.
+        match super::abi::shared_data(key) {
+            Ok(Some((v, cas))) if !v.is_empty() => Some((v, cas)),
             _ => None,
         }
     }
