@@ -193,4 +193,15 @@ mod tests {
         let h = head(Some(FORM), Some("Bearer abc"));
         assert!(matches!(run(h, "grant_type=client_credentials"), Err(TokenError::InvalidClient { basic: false, .. })));
     }
+
+    #[test]
+    fn multipart_smuggled_secret_is_no_secret() {
+        // Issue 6 (4b): per RFC 7578 the request has no client_secret.
+        let ct = "multipart/form-data; boundary=B";
+        let body = crate::params::tests::smuggling_body("B");
+        assert!(matches!(run(head(Some(ct), None), &body), Err(TokenError::InvalidClient { basic: false, .. })));
+        // Issue 6 (4c): two boundaries, two readings.
+        let two = "multipart/form-data; boundary=B; boundary=C";
+        assert!(matches!(run(head(Some(two), None), &body), Err(TokenError::InvalidRequest(_))));
+    }
 }
