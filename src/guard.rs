@@ -89,7 +89,7 @@ pub fn bearer_token(authorization: Option<&str>) -> Result<&str, BearerError> {
     let body = token.trim_end_matches('=');
     let b64token = |b: u8| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b);
     if body.is_empty() || !body.bytes().all(b64token) || token.len() > jwt::MAX_TOKEN_LEN {
-        return Err(BearerError::InvalidToken(JwtError::Malformed.description()));
+        return Err(BearerError::InvalidToken(JwtError::Malformed));
     }
     Ok(token)
 }
@@ -110,7 +110,7 @@ pub fn authorize(
         cache.clear();
         cache.generation = generation;
     }
-    let invalid = |e: JwtError| BearerError::InvalidToken(e.description());
+    let invalid = BearerError::InvalidToken;
     let signature = token.rsplit_once('.').map_or(token, |(_, s)| s);
     let profile = match cache.entries.get(signature).filter(|hit| *hit.token == *token) {
         Some(hit) => {
@@ -172,7 +172,7 @@ mod tests {
         );
         assert_eq!(
             authorize(Some(&auth), "/sales/x", &s, 1, 4600, 0, &mut cache).err(),
-            Some(BearerError::InvalidToken(JwtError::Expired.description()))
+            Some(BearerError::InvalidToken(JwtError::Expired))
         );
     }
 
@@ -190,7 +190,7 @@ mod tests {
         let s2 = set(&[rotated]);
         assert_eq!(
             authorize(Some(&auth), "/sales/", &s2, 2, 1000, 0, &mut cache).err(),
-            Some(BearerError::InvalidToken(JwtError::UnknownKeyId.description()))
+            Some(BearerError::InvalidToken(JwtError::UnknownKeyId))
         );
     }
 
@@ -244,7 +244,7 @@ mod tests {
         let forged = format!("{h}.{}.{sig}", crate::b64::url_encode(claims.as_bytes()));
         assert_eq!(
             authorize(Some(&format!("Bearer {forged}")), "/sales/", &s, 1, 1000, 0, &mut cache).err(),
-            Some(BearerError::InvalidToken(JwtError::Signature.description()))
+            Some(BearerError::InvalidToken(JwtError::Signature))
         );
     }
 

@@ -11,16 +11,41 @@ use crate::media_type::BodyFormat;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ParamsError {
     /// The body is in another format than the Content-Type says.
-    Mismatch(&'static str),
-    Malformed(&'static str),
+    Mismatch(Declared),
+    Malformed(Malformed),
     Repeated,
     NotAString,
+}
+
+/// The format a Content-Type declared, for [`ParamsError::Mismatch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Declared {
+    Form,
+    Json,
+    /// multipart/form-data, and no delimiter line with its boundary.
+    Multipart,
+}
+
+/// How a body in the declared format is broken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Malformed {
+    FormEncoding,
+    JsonNotAnObject,
+    Multipart,
+    /// A multipart body with two possible readings (see `parse_multipart`).
+    MultipartAmbiguous,
 }
 
 impl ParamsError {
     pub fn description(self) -> &'static str {
         match self {
-            Self::Mismatch(d) | Self::Malformed(d) => d,
+            Self::Mismatch(Declared::Form) => "the body is not application/x-www-form-urlencoded as Content-Type says",
+            Self::Mismatch(Declared::Json) => "the body is not application/json as Content-Type says",
+            Self::Mismatch(Declared::Multipart) => "the body is not multipart/form-data with the declared boundary",
+            Self::Malformed(Malformed::FormEncoding) => "the form body is not valid percent-encoded UTF-8",
+            Self::Malformed(Malformed::JsonNotAnObject) => "the body is not a JSON object",
+            Self::Malformed(Malformed::Multipart) => "the multipart/form-data body is malformed",
+            Self::Malformed(Malformed::MultipartAmbiguous) => "the multipart/form-data body is ambiguous",
             Self::Repeated => "request parameters must not be repeated",
             Self::NotAString => "grant_type, client_id and client_secret must be strings",
         }
@@ -59,15 +84,13 @@ pub fn parse(format: &BodyFormat, body: &[u8]) -> Result<Params, ParamsError> {
     match format {
         BodyFormat::Form => {
             if sniffed != Sniffed::Form {
-                return Err(ParamsError::Mismatch(
-                    "the body is not application/x-www-form-urlencoded as Content-Type says",
-                ));
+                return Err(ParamsError::Mismatch(Declared::Form));
             }
             parse_form(body)
         }
         BodyFormat::Json => {
             if sniffed != Sniffed::Json {
-                return Err(ParamsError::Mismatch("the body is not application/json as Content-Type says"));
+                return Err(ParamsError::Mismatch(Declared::Json));
             }
             parse_json(body)
         }
@@ -105,10 +128,8 @@ pub fn parse_form(body: &[u8]) -> Result<Params, ParamsError> {
             Some(i) => (&pair[..i], &pair[i + 1..]),
             None => (pair, &b""[..]),
         };
-        let name =
-            form_decode(name).ok_or(ParamsError::Malformed("the form body is not valid percent-encoded UTF-8"))?;
-        let value =
-            form_decode(value).ok_or(ParamsError::Malformed("the form body is not valid percent-encoded UTF-8"))?;
+        let name = form_decode(name).ok_or(ParamsError::Malformed(Malformed::FormEncoding))?;
+        let value = form_decode(value).ok_or(ParamsError::Malformed(Malformed::FormEncoding))?;
         params.push(name, Some(value))?;
     }
     Ok(params)
@@ -209,14 +230,13 @@ fn parse_json(body: &[u8]) -> Result<Params, ParamsError> {
     match serde_json::from_slice::<JsonParams>(body) {
         Ok(JsonParams(_, true)) => Err(ParamsError::Repeated),
         Ok(JsonParams(params, false)) => Ok(params),
-        Err(_) => Err(ParamsError::Malformed("the body is not a JSON object")),
+        Err(_) => Err(ParamsError::Malformed(Malformed::JsonNotAnObject)),
     }
 }
 
-const NOT_MULTIPART: ParamsError =
-    ParamsError::Mismatch("the body is not multipart/form-data with the declared boundary");
-const MALFORMED: ParamsError = ParamsError::Malformed("the multipart/form-data body is malformed");
-const AMBIGUOUS: ParamsError = ParamsError::Malformed("the multipart/form-data body is ambiguous");
+const NOT_MULTIPART: ParamsError = ParamsError::Mismatch(Declared::Multipart);
+const MALFORMED: ParamsError = ParamsError::Malformed(Malformed::Multipart);
+const AMBIGUOUS: ParamsError = ParamsError::Malformed(Malformed::MultipartAmbiguous);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Delimiter {
@@ -485,26 +505,27 @@ pub(crate) mod tests {
         let cd = |n: &str| format!("Content-Disposition: form-data; name=\"{n}\"");
         let (g, i) = (cd("grant_type"), cd("client_id"));
         // RFC form: a missing close, a line that starts like a delimiter.
-        for body in [
-            format!("--{b}\r\n{g}\r\n\r\nclient_credentials\r\n--{b}\r\n"),
-            format!("--{b}\r\n{g}\r\n\r\nclient_credentials\r\n--{b}x\r\n--{b}--\r\n"),
-            format!("--{b}--\r\n"),
+        for (body, want) in [
+            (format!("--{b}\r\n{g}\r\n\r\nclient_credentials\r\n--{b}\r\n"), Malformed::Multipart),
+            (format!("--{b}\r\n{g}\r\n\r\nclient_credentials\r\n--{b}x\r\n--{b}--\r\n"), Malformed::MultipartAmbiguous),
+            (format!("--{b}--\r\n"), Malformed::Multipart),
         ] {
-            assert!(matches!(parse(&mp(b), body.as_bytes()), Err(ParamsError::Malformed(_))), "{body:?}");
+            assert_eq!(parse(&mp(b), body.as_bytes()), Err(ParamsError::Malformed(want)), "{body:?}");
         }
         // RFC form: preamble and epilogue are ignored, padding tolerated.
         let ok = format!("preamble\r\n--{b}  \r\n{g}\r\n\r\nclient_credentials\r\n--{b}--\r\nepilogue {b}\r\n");
         assert_eq!(parse(&mp(b), ok.as_bytes()).unwrap().get("grant_type").unwrap(), Some("client_credentials"));
         // Documentation form: `B--`, text before the first delimiter, two
         // dispositions or two names in one part are ambiguous.
-        for body in [
-            format!("{b}\n{g}\n\nclient_credentials\n{b}--\n"),
-            format!("hello\n{b}\n{g}\n\nclient_credentials\n{b}\n"),
-            format!("{b}\n{g}\n{i}\n\nclient_credentials\n{b}\n"),
-            format!("{b}\nContent-Disposition: form-data; name=a; name=b\n\nx\n{b}\n"),
-            format!("{b}\n{g}\n\nclient_credentials\n"),
+        let ambiguous = ParamsError::Malformed(Malformed::MultipartAmbiguous);
+        for (body, want) in [
+            (format!("{b}\n{g}\n\nclient_credentials\n{b}--\n"), ambiguous),
+            (format!("hello\n{b}\n{g}\n\nclient_credentials\n{b}\n"), ambiguous),
+            (format!("{b}\n{g}\n{i}\n\nclient_credentials\n{b}\n"), ambiguous),
+            (format!("{b}\nContent-Disposition: form-data; name=a; name=b\n\nx\n{b}\n"), ambiguous),
+            (format!("{b}\n{g}\n\nclient_credentials\n"), ParamsError::Malformed(Malformed::Multipart)),
         ] {
-            assert!(matches!(parse(&mp(b), body.as_bytes()), Err(ParamsError::Malformed(_))), "{body:?}");
+            assert_eq!(parse(&mp(b), body.as_bytes()), Err(want), "{body:?}");
         }
     }
 

@@ -1,6 +1,8 @@
 //! A locally generated HTTP response, built by the pure modules and sent by the
 //! host layer with `send_http_response`.
 
+#[cfg(test)]
+use crate::error::InvalidClient;
 use crate::error::{BearerError, TokenError};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,6 +90,7 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     use super::*;
+    use crate::error::InvalidClient;
 
     #[test]
     fn token_body_is_rfc6749_json() {
@@ -107,9 +110,9 @@ mod tests {
 
     #[test]
     fn basic_challenge_only_for_basic() {
-        let e = TokenError::InvalidClient { description: "d", basic: true };
+        let e = TokenError::InvalidClient { cause: InvalidClient::Failed, basic: true };
         assert_eq!(LocalResponse::token_error(e, "r").header("www-authenticate"), Some("Basic realm=\"r\""));
-        let e = TokenError::InvalidClient { description: "d", basic: false };
+        let e = TokenError::InvalidClient { cause: InvalidClient::Failed, basic: false };
         assert_eq!(LocalResponse::token_error(e, "r").header("www-authenticate"), None);
     }
 
@@ -121,11 +124,11 @@ mod tests {
         assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"api\""));
         let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(body, serde_json::json!({"error_description": "a bearer access token is required"}));
-        let r = LocalResponse::bearer_error(BearerError::InvalidToken("expired"), "api");
+        let r = LocalResponse::bearer_error(BearerError::InvalidToken(crate::jwt::JwtError::Expired), "api");
         assert_eq!(r.status, 401);
         assert_eq!(
             r.header("www-authenticate"),
-            Some("Bearer realm=\"api\", error=\"invalid_token\", error_description=\"expired\"")
+            Some("Bearer realm=\"api\", error=\"invalid_token\", error_description=\"the access token expired\"")
         );
         let r = LocalResponse::bearer_error(BearerError::InsufficientScope, "api");
         assert_eq!(r.status, 403);

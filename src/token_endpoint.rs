@@ -1,7 +1,7 @@
 //! The token endpoint's decision: given parsed credentials and the profile
 //! set, mint a token or refuse.
 
-use crate::error::TokenError;
+use crate::error::{InvalidClient, TokenError};
 use crate::jwt;
 use crate::profile::{ProfileLookup, MAX_CLIENT_ID_LEN};
 use crate::token_request::ClientCredentials;
@@ -14,7 +14,7 @@ pub fn issue(
     lifetime: u64,
     jti: &[u8; 16],
 ) -> Result<String, TokenError> {
-    let refused = TokenError::InvalidClient { description: "client authentication failed", basic: creds.basic };
+    let refused = TokenError::InvalidClient { cause: InvalidClient::Failed, basic: creds.basic };
     // No profile has a longer id: refused without a lookup, so an attacker's
     // long ids cost neither a shared-data read nor a key in memory.
     if creds.client_id.len() > MAX_CLIENT_ID_LEN {
@@ -62,7 +62,7 @@ mod tests {
         basic.basic = true;
         assert_eq!(
             issue(&basic, &set, 10, 3600, &[0; 16]),
-            Err(TokenError::InvalidClient { description: "client authentication failed", basic: true })
+            Err(TokenError::InvalidClient { cause: InvalidClient::Failed, basic: true })
         );
     }
 
