@@ -1,8 +1,6 @@
 //! A locally generated HTTP response, built by the pure modules and sent by the
 //! host layer with `send_http_response`.
 
-#[cfg(test)]
-use crate::error::InvalidClient;
 use crate::error::{BearerError, TokenError};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
