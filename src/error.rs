@@ -77,6 +77,10 @@ pub enum TokenError {
     /// No profile snapshot, or it is too old: refuse rather than mint on
     /// unknown data (503).
     Unavailable(&'static str),
+    /// Too many failed authentications for this client id (or, for unknown
+    /// client ids, this source): 429 with `Retry-After`, decided before the
+    /// secret is looked at, so the right secret gets it too.
+    LockedOut { retry_after: u64 },
 }
 
 impl TokenError {
@@ -87,6 +91,7 @@ impl TokenError {
             Self::BodyTooLarge => 413,
             Self::InvalidClient { .. } => 401,
             Self::Unavailable(_) => 503,
+            Self::LockedOut { .. } => 429,
         }
     }
 
@@ -95,7 +100,9 @@ impl TokenError {
             Self::MethodNotAllowed | Self::InvalidRequest(_) | Self::BodyTooLarge => "invalid_request",
             Self::UnsupportedGrantType => "unsupported_grant_type",
             Self::InvalidClient { .. } => "invalid_client",
-            Self::Unavailable(_) => "temporarily_unavailable",
+            // RFC 6749 §5.2 has no code for throttling; this is the one
+            // client libraries map to "try again later".
+            Self::Unavailable(_) | Self::LockedOut { .. } => "temporarily_unavailable",
         }
     }
 
@@ -107,6 +114,7 @@ impl TokenError {
             Self::Unavailable(d) => d,
             Self::BodyTooLarge => "the request body exceeds the configured limit",
             Self::UnsupportedGrantType => "only grant_type=client_credentials is supported",
+            Self::LockedOut { .. } => "too many failed client authentications; retry later",
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::flow::HeaderPairs;
 /// The ABI's `WasmResult` values we tell apart.
 const OK: u32 = 0;
 const NOT_FOUND: u32 = 1;
+pub(crate) const CAS_MISMATCH: u32 = 8;
 
 /// A status other than the ones a call expects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +48,8 @@ extern "C" {
         headers_size: usize,
         grpc_status: i32,
     ) -> u32;
+    fn proxy_set_shared_data(key: *const u8, key_size: usize, value: *const u8, value_size: usize, cas: u32) -> u32;
+    fn proxy_get_property(path: *const u8, path_size: usize, data: *mut *mut u8, size: *mut usize) -> u32;
     fn proxy_get_shared_data(
         key: *const u8,
         key_size: usize,
@@ -133,6 +136,18 @@ pub(crate) fn send_local_response(status: u32, headers: &[(&str, &str)], body: &
     })
 }
 
+/// A host property (`["source", "address"]`), `None` when absent.
+pub(crate) fn property(path: &[&str]) -> Result<Option<Vec<u8>>, Status> {
+    let path = path.join("\0");
+    let (mut data, mut size) = (null_mut(), 0);
+    // SAFETY: as in `buffer`.
+    match unsafe { proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) } {
+        OK => Ok(Some(unsafe { host_bytes(data, size) })),
+        NOT_FOUND => Ok(None),
+        other => Err(Status(other)),
+    }
+}
+
 /// A shared-data value and its CAS, `None` when absent.
 pub(crate) fn shared_data(key: &str) -> Result<Option<(Vec<u8>, u32)>, Status> {
     let (mut data, mut size, mut cas) = (null_mut(), 0, 0);
@@ -143,6 +158,13 @@ pub(crate) fn shared_data(key: &str) -> Result<Option<(Vec<u8>, u32)>, Status> {
         NOT_FOUND => Ok(None),
         other => Err(Status(other)),
     }
+}
+
+/// Writes a shared-data value; `cas` 0 writes whatever is there. A CAS
+/// mismatch comes back as its status ([`CAS_MISMATCH`]).
+pub(crate) fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<(), Status> {
+    // SAFETY: valid pointers and lengths into our memory.
+    check(unsafe { proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) })
 }
 
 /// The ABI's map encoding: a u32 count, then (name length, value length) u32

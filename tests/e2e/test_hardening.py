@@ -269,3 +269,28 @@ class TestMultipartHasOneReading:
         r = self.post(gateway, "multipart/form-data; boundary=B1; boundary=B2", body)
         assert r.status_code == 400, r.text
         assert r.json()["error"] == "invalid_request"
+
+
+def test_istio_manifest_drops_underscores_as_our_envoy_configs_do(tmp_path, upstream):
+    """envoy/istio/headers-with-underscores.yaml validates against Istio's
+    EnvoyFilter schema, and its patch, merged into the HTTP connection
+    manager we run, is a config Envoy accepts with the same setting."""
+    import subprocess
+
+    import test_istio_manifests as m
+    (ef,) = m.docs("headers-with-underscores.yaml")
+    schema = m.SCHEMAS["networking.istio.io/v1alpha3/EnvoyFilter"]["properties"]["spec"]
+    assert m.schema_errors(ef["spec"], schema, ".spec") == []
+    (patch,) = ef["spec"]["configPatches"]
+    value = patch["patch"]["value"]["typed_config"]
+    assert value["@type"] == harness.render.HCM
+    assert value["common_http_protocol_options"] == {"headers_with_underscores_action": harness.render.UNDERSCORES}
+    cfg = harness.render.gateway(port=harness.free_port(), admin_port=harness.free_port(), upstream_port=upstream.port,
+                                 wasm_path=harness.WASM, plugin_config={"profiles": []}, underscores="ALLOW")
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["common_http_protocol_options"].update(value["common_http_protocol_options"])
+    path = tmp_path / "envoy.json"
+    path.write_text(json.dumps(cfg))
+    out = subprocess.run([harness.ENVOY, "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-2000:]
