@@ -15,19 +15,41 @@ use crate::response::LocalResponse;
 use crate::shared::SharedStore;
 
 pub(crate) struct Http {
-    worker: Rc<Worker>,
+    /// `None` when the plugin has no valid configuration: the SDK aborts the
+    /// VM if the root declines to create a context, so one is created and
+    /// refuses the request instead (fail closed).
+    worker: Option<Rc<Worker>>,
     flow: RequestFlow,
+    refused: bool,
 }
 
 impl Http {
-    pub(crate) fn new(worker: Rc<Worker>) -> Self {
-        Self { worker, flow: RequestFlow::default() }
+    pub(crate) fn new(worker: Option<Rc<Worker>>) -> Self {
+        Self { worker, flow: RequestFlow::default(), refused: false }
+    }
+
+    fn unconfigured(&mut self) -> Action {
+        if !self.refused {
+            self.refused = true;
+            let e = crate::error::BearerError::Unavailable("the filter has no valid configuration");
+            Host::send(LocalResponse::bearer_error(e, "tollgate"));
+        }
+        Action::Pause
     }
 }
 
 /// The hostcall side of [`RequestHost`], borrowed for one callback.
 struct Host<'a> {
     worker: &'a Worker,
+}
+
+impl Host<'_> {
+    fn send(r: LocalResponse) {
+        let headers: Vec<(&str, &str)> = r.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        if let Err(abi::Status(s)) = abi::send_local_response(r.status, &headers, &r.body) {
+            log(LogLevel::Error, &format!("could not send the local response: status {s}"));
+        }
+    }
 }
 
 impl RequestHost for Host<'_> {
@@ -51,10 +73,7 @@ impl RequestHost for Host<'_> {
     }
 
     fn respond(&mut self, r: LocalResponse) {
-        let headers: Vec<(&str, &str)> = r.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        if let Err(abi::Status(s)) = abi::send_local_response(r.status, &headers, &r.body) {
-            log(LogLevel::Error, &format!("could not send the local response: status {s}"));
-        }
+        Host::send(r);
     }
 
     fn now_secs(&self) -> u64 {
@@ -96,20 +115,20 @@ impl Context for Http {}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let worker = Rc::clone(&self.worker);
+        let Some(worker) = self.worker.clone() else { return self.unconfigured() };
         let mut host = Host { worker: &worker };
         let mut cache = worker.cache.borrow_mut();
         action(self.flow.on_request_headers(&mut host, &worker.config, &mut cache, end_of_stream))
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let worker = Rc::clone(&self.worker);
+        let Some(worker) = self.worker.clone() else { return self.unconfigured() };
         let mut host = Host { worker: &worker };
         action(self.flow.on_request_body(&mut host, &worker.config, body_size, end_of_stream))
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
-        let worker = Rc::clone(&self.worker);
+        let Some(worker) = self.worker.clone() else { return self.unconfigured() };
         let mut host = Host { worker: &worker };
         action(self.flow.on_request_trailers(&mut host, &worker.config))
     }
