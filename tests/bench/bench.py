@@ -676,9 +676,11 @@ def measure_unknown_clients(envoy_bin: str, wasm: str, sidecar: BenchSidecar, tr
     finally:
         admin.close()
     ports, admin_port = free_ports(("gateway", "fake_upstream"), exclude={sidecar.port}), harness.free_port()
+    # The lockout off: every request then goes through client authentication
+    # (the worst case; with it on, one source is answered 429 after 100).
+    plugin = dict(sidecar_plugin_config(sidecar, "tollgate_sidecar"), lockout={"enabled": False})
     cfg = render.gateway(port=ports["gateway"], admin_port=admin_port, upstream_port=ports["fake_upstream"],
-                         wasm_path=wasm, plugin_config=sidecar_plugin_config(sidecar, "tollgate_sidecar"),
-                         hold=True, sidecar_port=sidecar.port)
+                         wasm_path=wasm, plugin_config=plugin, hold=True, sidecar_port=sidecar.port)
     cfg["static_resources"]["listeners"].append(
         render.listener("fake_upstream", ports["fake_upstream"], [direct_route(UPSTREAM_BODY)], []))
     gw = track(BenchEnvoy(cfg, envoy=envoy_bin, ports=ports, admin_port=admin_port,
@@ -687,6 +689,12 @@ def measure_unknown_clients(envoy_bin: str, wasm: str, sidecar: BenchSidecar, tr
     mint_until(port, basic_auth(created["profile"]["client_id"], created["client_secret"]), SNAPSHOT_TIMEOUT_S,
                "unknown-clients gateway")
     url = f"http://127.0.0.1:{port}{TOKEN_PATH}"
+
+    def expect_invalid_client(what: str) -> None:
+        body = f"grant_type=client_credentials&client_secret=wrong&client_id={what}{'y' * UNKNOWN_CLIENT_ID_BYTES}"
+        status, _, got = http_request(port, "POST", TOKEN_PATH, {"Content-Type": FORM}, body[:UNKNOWN_CLIENT_ID_BYTES])
+        if status != 401 or json.loads(got).get("error") != "invalid_client":
+            raise BenchError(f"unknown clients ({what}): want 401 invalid_client, got {status} {got[:200]!r}")
 
     def send(count: int, start: int) -> WrkResult:
         before = (gw.stat("http.tollgate.downstream_rq_4xx"), gw.stat("http.tollgate.downstream_rq_5xx"))
@@ -701,6 +709,7 @@ def measure_unknown_clients(envoy_bin: str, wasm: str, sidecar: BenchSidecar, tr
                              f"requests, {r.non_2xx} non-2xx, socket errors {r.socket_errors}; want {count} 401s")
         return r
 
+    expect_invalid_client("before")
     send(UNKNOWN_CLIENTS_WARMUP, 0)
     time.sleep(1)
     before = rss_bytes(gw.proc.pid)
@@ -709,6 +718,7 @@ def measure_unknown_clients(envoy_bin: str, wasm: str, sidecar: BenchSidecar, tr
     took = time.monotonic() - t
     time.sleep(1)
     after = rss_bytes(gw.proc.pid)
+    expect_invalid_client("after")
     gw.stop()
     gw.cleanup()
     growth = (after - before) / 2**20
