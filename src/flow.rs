@@ -69,12 +69,8 @@ impl Headers {
             let alike =
                 ours.iter().any(|o| o.len() == name.len() && name.iter().map(fold).eq(o.as_bytes().iter().map(fold)));
             // Once per name, even when the client repeated it.
-            let first = !self.0[..i].iter().any(|(n, _)| n == name);
-            if alike && first {
-                std::str::from_utf8(name).ok()
-            } else {
-                None
-            }
+            let first = || !self.0[..i].iter().any(|(n, _)| n == name);
+            (alike && first()).then(|| std::str::from_utf8(name).ok()).flatten()
         })
     }
 }
