@@ -30,7 +30,9 @@ pub trait RequestHost {
     fn respond(&mut self, response: LocalResponse);
     fn now_secs(&self) -> u64;
     fn jti(&mut self) -> [u8; 16];
-    fn profiles(&mut self) -> Result<(Rc<dyn ProfileLookup>, u64), &'static str>;
+    /// `now` is the request's one clock read: staleness is judged at the
+    /// same instant as the token's lifetime.
+    fn profiles(&mut self, now: u64) -> Result<(Rc<dyn ProfileLookup>, u64), &'static str>;
     /// The downstream peer (`source.address`, `ip:port`), for the lockout's
     /// per-source bucket; asked for only when that bucket is needed.
     fn source_address(&self) -> Option<String>;
@@ -140,9 +142,9 @@ impl RequestFlow {
             self.state = State::Passed;
             return Action::Continue;
         }
-        let outcome = host.profiles().map_err(BearerError::Unavailable).and_then(|(set, generation)| {
+        let now = host.now_secs();
+        let outcome = host.profiles(now).map_err(BearerError::Unavailable).and_then(|(set, generation)| {
             let auth = headers.get("authorization");
-            let now = host.now_secs();
             guard::authorize(auth.as_deref(), &path, &*set, generation, now, cfg.leeway, cache)
         });
         match outcome {
@@ -253,8 +255,9 @@ impl RequestFlow {
         };
         let body = if size == 0 { Vec::new() } else { host.request_body(size).unwrap_or_default() };
         let outcome = token_request::parse(&head.view(), &format, &body).and_then(|creds| {
-            let (set, _) = host.profiles().map_err(TokenError::Unavailable)?;
-            issue_with_lockout(host, cfg, &creds, &*set)
+            let now = host.now_secs();
+            let (set, _) = host.profiles(now).map_err(TokenError::Unavailable)?;
+            issue_with_lockout(host, cfg, &creds, &*set, now)
         });
         match outcome {
             // Success is not logged: the access log has it, and the hot path
@@ -284,8 +287,8 @@ fn issue_with_lockout(
     cfg: &Config,
     creds: &ClientCredentials,
     set: &dyn ProfileLookup,
+    now: u64,
 ) -> Result<String, TokenError> {
-    let now = host.now_secs();
     let jti = host.jti();
     let Some(lock) = &cfg.lockout else {
         return token_endpoint::issue(creds, set, now, cfg.token_lifetime, &jti);
@@ -328,6 +331,8 @@ mod tests {
         set: Option<Rc<crate::profile::ProfileSet>>,
         store: MemStore,
         source: Option<String>,
+        clock_reads: std::cell::Cell<u32>,
+        profiles_at: Vec<u64>,
     }
 
     impl Fake {
@@ -354,13 +359,15 @@ mod tests {
             self.response = Some(response);
         }
         fn now_secs(&self) -> u64 {
+            self.clock_reads.set(self.clock_reads.get() + 1);
             self.now
         }
         fn jti(&mut self) -> [u8; 16] {
             self.counter += 1;
             [self.counter; 16]
         }
-        fn profiles(&mut self) -> Result<(Rc<dyn ProfileLookup>, u64), &'static str> {
+        fn profiles(&mut self, now: u64) -> Result<(Rc<dyn ProfileLookup>, u64), &'static str> {
+            self.profiles_at.push(now);
             if self.unavailable {
                 return Err("no profile snapshot has been loaded yet");
             }
@@ -430,6 +437,27 @@ mod tests {
         assert_eq!(g.request_header("x-tollgate-client-id").as_deref(), Some("client-1"));
         assert_eq!(g.request_header("x-tollgate-profile-id"), Some(record(1).id));
         assert_eq!(g.request_header("authorization"), None);
+    }
+
+    /// The clock is a hostcall: one read per request serves the profile
+    /// set's staleness check and the token's lifetime alike.
+    #[test]
+    fn one_clock_read_per_request() {
+        let cfg = static_config(serde_json::json!({}));
+        let basic = format!("Basic {}", b64::std_encode(b"client-1:secret-1"));
+        let mut h = fake(
+            &[(":method", "POST"), (":path", "/oauth2/token"), FORM, ("authorization", &basic)],
+            "grant_type=client_credentials",
+        );
+        token(&cfg, &mut h);
+        assert_eq!((h.clock_reads.get(), &h.profiles_at[..]), (1, &[h.now][..]));
+        let at = json(h.response.as_ref().unwrap())["access_token"].as_str().unwrap().to_owned();
+
+        let auth = format!("Bearer {at}");
+        let mut g = fake(&[(":method", "GET"), (":path", "/sales/x"), ("authorization", &auth)], "");
+        let mut cache = VerifiedCache::new(16);
+        assert_eq!(RequestFlow::default().on_request_headers(&mut g, &cfg, &mut cache, true), Action::Continue);
+        assert_eq!((g.clock_reads.get(), &g.profiles_at[..]), (1, &[g.now][..]));
     }
 
     #[test]

@@ -84,8 +84,8 @@ impl RequestHost for Host<'_> {
         self.worker.jti.borrow_mut().next()
     }
 
-    fn profiles(&mut self) -> Result<(Rc<dyn ProfileLookup>, u64), &'static str> {
-        self.worker.profiles.current()
+    fn profiles(&mut self, now: u64) -> Result<(Rc<dyn ProfileLookup>, u64), &'static str> {
+        self.worker.profiles.current(now)
     }
 
     fn source_address(&self) -> Option<String> {
