@@ -60,13 +60,13 @@ import tempfile
 import time
 
 from common import (API_PATH, BenchError, BenchSidecar, DEFAULT_ENVOY, DEFAULT_SIDECAR, DEFAULT_WASM, RESULTS, RESULTS_QUICK,
-    SIDECAR_LISTENERS, UPSTREAM_BODY, basic_auth, ensure_sidecar, ensure_wasm, envoy_version, mint_token,
+    SIDECAR_LISTENERS, UPSTREAM_BODY, basic_auth, ensure_sidecar, ensure_wasm, envoy_version, expect_status, mint_token,
     scratch_dir)
 from scenarios import (JWT_CACHE_SIZE, preflight, sample_token_response, scenarios, start, start_sidecars, wait_for_snapshots)
 from load import run_rounds, summarize
 from rotation import measure_rotation
 from memory import UNKNOWN_CLIENTS, measure_unknown_clients, unknown_clients_field
-from report import cpu_field, last_line, ratios, rotation_table, table
+from report import cpu_field, cpu_ratios, last_line, ratios, rotation_table, table
 from common import BenchEnvoy, harness  # noqa: F401 (re-exported)
 from scenarios import build_config  # noqa: F401 (re-exported)
 from load import Scenario, parse_wrk, run_wrk  # noqa: F401 (re-exported)
@@ -197,6 +197,7 @@ def main(argv=None) -> int:
             "scenarios": {sc.name: {"listener": sc.listener, "path": sc.path, "note": sc.note,
                                     **summary[sc.name]} for sc in scs},
             "ratios": rs,
+            "cpu_ratios": cpu_ratios(summary),
             "sidecars": sidecar_info,
             "rotation": rotation,
             "rotation_10k_profiles": rotation_10k,
@@ -210,6 +211,8 @@ def main(argv=None) -> int:
             print(rotation_table({"1 profile": rotation,
                                   f"{SIDECAR_LISTENERS['sidecar_10k']:,} other profiles loaded": rotation_10k}))
             print()
+        print("cpu per request, median of per-round ratios: "
+              + " ".join(f"{k}={v:.3f}" for k, v in cpu_ratios(summary).items()))
         print(f"(results: {out}; {elapsed:.0f} s)")
         print(last_line(rs, rotation, memory and unknown_clients_field(memory, a.unknown_clients), cpu_field(summary)),
               flush=True)
