@@ -28,11 +28,12 @@ pub trait RequestHost {
     fn set_request_header(&mut self, name: &str, value: Option<&str>);
     fn request_body(&self, size: usize) -> Option<Vec<u8>>;
     fn respond(&mut self, response: LocalResponse);
-    fn now_secs(&self) -> u64;
+    /// The wall clock in milliseconds: read once per request.
+    fn now_millis(&self) -> u64;
     fn jti(&mut self) -> [u8; 16];
-    /// `now` is the request's one clock read: staleness is judged at the
+    /// `now_ms` is the request's one clock read: staleness is judged at the
     /// same instant as the token's lifetime.
-    fn profiles(&mut self, now: u64) -> Result<(Rc<dyn ProfileLookup>, u64), &'static str>;
+    fn profiles(&mut self, now_ms: u64) -> Result<(Rc<dyn ProfileLookup>, u64), &'static str>;
     /// The downstream peer (`source.address`, `ip:port`), for the lockout's
     /// per-source bucket; asked for only when that bucket is needed.
     fn source_address(&self) -> Option<String>;
@@ -142,8 +143,9 @@ impl RequestFlow {
             self.state = State::Passed;
             return Action::Continue;
         }
-        let now = host.now_secs();
-        let outcome = host.profiles(now).map_err(BearerError::Unavailable).and_then(|(set, generation)| {
+        let now_ms = host.now_millis();
+        let now = now_ms / 1000;
+        let outcome = host.profiles(now_ms).map_err(BearerError::Unavailable).and_then(|(set, generation)| {
             let auth = headers.get("authorization");
             guard::authorize(auth.as_deref(), &path, &*set, generation, now, cfg.leeway, cache)
         });
@@ -255,9 +257,9 @@ impl RequestFlow {
         };
         let body = if size == 0 { Vec::new() } else { host.request_body(size).unwrap_or_default() };
         let outcome = token_request::parse(&head.view(), &format, &body).and_then(|creds| {
-            let now = host.now_secs();
-            let (set, _) = host.profiles(now).map_err(TokenError::Unavailable)?;
-            issue_with_lockout(host, cfg, &creds, &*set, now)
+            let now_ms = host.now_millis();
+            let (set, _) = host.profiles(now_ms).map_err(TokenError::Unavailable)?;
+            issue_with_lockout(host, cfg, &creds, &*set, now_ms / 1000)
         });
         match outcome {
             // Success is not logged: the access log has it, and the hot path
@@ -358,16 +360,16 @@ mod tests {
             assert!(self.response.is_none(), "responded twice");
             self.response = Some(response);
         }
-        fn now_secs(&self) -> u64 {
+        fn now_millis(&self) -> u64 {
             self.clock_reads.set(self.clock_reads.get() + 1);
-            self.now
+            self.now * 1000
         }
         fn jti(&mut self) -> [u8; 16] {
             self.counter += 1;
             [self.counter; 16]
         }
-        fn profiles(&mut self, now: u64) -> Result<(Rc<dyn ProfileLookup>, u64), &'static str> {
-            self.profiles_at.push(now);
+        fn profiles(&mut self, now_ms: u64) -> Result<(Rc<dyn ProfileLookup>, u64), &'static str> {
+            self.profiles_at.push(now_ms);
             if self.unavailable {
                 return Err("no profile snapshot has been loaded yet");
             }
@@ -450,14 +452,14 @@ mod tests {
             "grant_type=client_credentials",
         );
         token(&cfg, &mut h);
-        assert_eq!((h.clock_reads.get(), &h.profiles_at[..]), (1, &[h.now][..]));
+        assert_eq!((h.clock_reads.get(), &h.profiles_at[..]), (1, &[h.now * 1000][..]));
         let at = json(h.response.as_ref().unwrap())["access_token"].as_str().unwrap().to_owned();
 
         let auth = format!("Bearer {at}");
         let mut g = fake(&[(":method", "GET"), (":path", "/sales/x"), ("authorization", &auth)], "");
         let mut cache = VerifiedCache::new(16);
         assert_eq!(RequestFlow::default().on_request_headers(&mut g, &cfg, &mut cache, true), Action::Continue);
-        assert_eq!((g.clock_reads.get(), &g.profiles_at[..]), (1, &[g.now][..]));
+        assert_eq!((g.clock_reads.get(), &g.profiles_at[..]), (1, &[g.now * 1000][..]));
     }
 
     #[test]

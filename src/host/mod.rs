@@ -21,7 +21,3 @@ proxy_wasm::main! {{
 pub(crate) fn log(level: LogLevel, message: &str) {
     let _ = abi::log(level as u32, message);
 }
-
-pub(crate) fn now_secs() -> u64 {
-    abi::current_time_nanos().map_or(0, |ns| ns / 1_000_000_000)
-}

@@ -60,7 +60,7 @@ import tempfile
 import time
 
 from common import (API_PATH, BenchError, BenchSidecar, DEFAULT_ENVOY, DEFAULT_SIDECAR, DEFAULT_WASM, RESULTS, RESULTS_QUICK,
-    SIDECAR_LISTENERS, UPSTREAM_BODY, basic_auth, ensure_sidecar, ensure_wasm, envoy_version, expect_status, mint_token,
+    SIDECAR_LISTENERS, UPSTREAM_BODY, basic_auth, ensure_sidecar, ensure_wasm, envoy_version, expect_status, mint_token, mint_until, SNAPSHOT_TIMEOUT_S,
     scratch_dir)
 from scenarios import (JWT_CACHE_SIZE, preflight, sample_token_response, scenarios, start, start_sidecars, wait_for_snapshots)
 from load import run_rounds, summarize
@@ -158,6 +158,11 @@ def main(argv=None) -> int:
         if baseline:
             expect_status(env.ports["baseline"], "GET", API_PATH, 200, "baseline with the token",
                           {"Authorization": f"Bearer {token}"})
+            if "baseline_sidecar_1" in env.ports:
+                mint_until(env.ports["baseline_sidecar_1"], sidecar_basics["sidecar_1"][0], SNAPSHOT_TIMEOUT_S,
+                           "baseline_sidecar_1 snapshot")
+                expect_status(env.ports["baseline_sidecar_1"], "GET", API_PATH, 200, "baseline_sidecar_1 with its token",
+                              {"Authorization": f"Bearer {sidecar_tokens['sidecar_1']}"})
         scs = scenarios(token, basic, sidecar_tokens, baseline=bool(baseline))
         print(f"bench: envoy {envoy_version(a.envoy)}, --concurrency 1; wrk -t1 -c{a.connections} "
               f"-d{a.duration}s; {a.rounds} round(s) x {len(scs)} scenarios; "

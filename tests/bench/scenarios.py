@@ -114,7 +114,9 @@ def start(envoy_bin: str, wasm: str, profile: dict, direct_body: str, sidecars: 
     listener, the static guard with another build of the filter (its own
     vm_id), to compare two builds in the same rounds."""
     sidecars = sidecars or {}
-    names = LISTENERS + tuple(sidecars) + (("baseline",) if baseline_wasm else ())
+    baseline_sidecar = "sidecar_1" in sidecars and baseline_wasm
+    names = (LISTENERS + tuple(sidecars) + (("baseline",) if baseline_wasm else ())
+             + (("baseline_sidecar_1",) if baseline_sidecar else ()))
     ports = free_ports(names, exclude={s.port for s in sidecars.values()})
     admin = harness.free_port()
     extra_listeners, extra_clusters = sidecar_listeners(ports, wasm, sidecars)
@@ -123,6 +125,13 @@ def start(envoy_bin: str, wasm: str, profile: dict, direct_body: str, sidecars: 
             {"match": {"path": TOKEN_PATH}, "route": {"cluster": render.SINK_LISTENER, "timeout": "30s"}},
             route_to("upstream"),
         ], [render.wasm_filter(baseline_wasm, plugin_config(profile), hold=True, vm_id="tollgate_baseline")]))
+    if baseline_sidecar:
+        # The other build in sidecar mode on sidecar_1's cluster, its own
+        # vm_id (its own poller and shared data): the same tokens work.
+        extra_listeners.append(render.listener("baseline_sidecar_1", ports["baseline_sidecar_1"], [
+            route_to("upstream"),
+        ], [render.wasm_filter(baseline_wasm, sidecar_plugin_config(sidecars["sidecar_1"], "sidecar_1_cluster"),
+                               hold=True, vm_id="tollgate_baseline_sidecar_1")]))
     config = build_config(ports, admin_port=admin, wasm_path=wasm, profile=profile, direct_body=direct_body,
                           extra_listeners=extra_listeners, extra_clusters=extra_clusters)
     validate_config(envoy_bin, config)
@@ -189,6 +198,10 @@ def scenarios(token: str, basic: str, sidecar_tokens: dict | None = None, baseli
         *([Scenario("guard_baseline", "baseline", API_PATH, bearer, note="guard, the --baseline-wasm build")]
           if baseline else []),
         *sidecar_scs,
+        *([Scenario("guard_sidecar_baseline", "baseline_sidecar_1", API_PATH,
+                    (f"Authorization: Bearer {sidecar_tokens['sidecar_1']}",),
+                    note="guard_sidecar_1, the --baseline-wasm build")]
+          if baseline and sidecar_tokens and "sidecar_1" in sidecar_tokens else []),
         Scenario("jwt_authn", "jwt_authn", API_PATH, bearer, note="envoy.filters.http.jwt_authn, no cache"),
         Scenario("jwt_authn_cached", "jwt_authn_cached", API_PATH, bearer,
                  note=f"jwt_authn with jwt_cache_size {JWT_CACHE_SIZE}"),
