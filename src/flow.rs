@@ -4,7 +4,7 @@
 
 use std::rc::Rc;
 
-use crate::config::Config;
+use crate::config::{Config, IdentitySetBy, IDENTITY_CLIENT_ID_PROPERTY, IDENTITY_PROFILE_ID_PROPERTY};
 use crate::error::{BearerError, TokenError};
 use crate::guard::{self, VerifiedCache};
 use crate::media_type::BodyFormat;
@@ -26,6 +26,9 @@ pub trait RequestHost {
     /// map out once the headers moved on).
     fn request_headers(&self) -> HeaderPairs;
     fn set_request_header(&mut self, name: &str, value: Option<&str>);
+    /// Publishes a value for the rest of the request's processing (Envoy:
+    /// filter state `wasm.<name>`).
+    fn set_property(&mut self, name: &str, value: &str);
     fn request_body(&self, size: usize) -> Option<Vec<u8>>;
     fn respond(&mut self, response: LocalResponse);
     /// The wall clock in milliseconds: read once per request.
@@ -151,10 +154,19 @@ impl RequestFlow {
         });
         match outcome {
             Ok(profile) => {
-                host.set_request_header(&cfg.client_id_header, Some(&profile.client_id));
-                host.set_request_header(&cfg.profile_id_header, Some(&profile.id));
-                if !cfg.keep_authorization {
-                    host.set_request_header("authorization", None);
+                match cfg.identity_set_by {
+                    IdentitySetBy::Filter => {
+                        host.set_request_header(&cfg.client_id_header, Some(&profile.client_id));
+                        host.set_request_header(&cfg.profile_id_header, Some(&profile.id));
+                        if !cfg.keep_authorization {
+                            host.set_request_header("authorization", None);
+                        }
+                    }
+                    // The route sets the headers and drops Authorization.
+                    IdentitySetBy::Route => {
+                        host.set_property(IDENTITY_CLIENT_ID_PROPERTY, &profile.client_id);
+                        host.set_property(IDENTITY_PROFILE_ID_PROPERTY, &profile.id);
+                    }
                 }
                 self.state = State::Passed;
                 Action::Continue
@@ -335,6 +347,8 @@ mod tests {
         source: Option<String>,
         clock_reads: std::cell::Cell<u32>,
         profiles_at: Vec<u64>,
+        properties: Vec<(String, String)>,
+        mutations: u32,
     }
 
     impl Fake {
@@ -348,6 +362,7 @@ mod tests {
             self.headers.iter().map(|(n, v)| (n.clone().into_bytes(), v.clone().into_bytes())).collect()
         }
         fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+            self.mutations += 1;
             self.headers.retain(|(n, _)| n != name);
             if let Some(v) = value {
                 self.headers.push((name.into(), v.into()));
@@ -359,6 +374,9 @@ mod tests {
         fn respond(&mut self, response: LocalResponse) {
             assert!(self.response.is_none(), "responded twice");
             self.response = Some(response);
+        }
+        fn set_property(&mut self, name: &str, value: &str) {
+            self.properties.push((name.into(), value.into()));
         }
         fn now_millis(&self) -> u64 {
             self.clock_reads.set(self.clock_reads.get() + 1);
@@ -439,6 +457,53 @@ mod tests {
         assert_eq!(g.request_header("x-tollgate-client-id").as_deref(), Some("client-1"));
         assert_eq!(g.request_header("x-tollgate-profile-id"), Some(record(1).id));
         assert_eq!(g.request_header("authorization"), None);
+    }
+
+    /// `identity_headers.set_by: route`: the identity goes out as filter
+    /// state and no header changes, bar client-sent copies and look-alikes of
+    /// the identity headers, which the filter still drops.
+    #[test]
+    fn route_mode_publishes_the_identity_and_mutates_nothing() {
+        let cfg = static_config(serde_json::json!({"identity_headers": {"set_by": "route"}}));
+        let basic = format!("Basic {}", b64::std_encode(b"client-1:secret-1"));
+        let mut h = fake(
+            &[(":method", "POST"), (":path", "/oauth2/token"), FORM, ("authorization", &basic)],
+            "grant_type=client_credentials",
+        );
+        token(&cfg, &mut h);
+        let at = json(h.response.as_ref().unwrap())["access_token"].as_str().unwrap().to_owned();
+        let auth = format!("Bearer {at}");
+        let mut cache = VerifiedCache::new(16);
+
+        let mut g = fake(&[(":method", "GET"), (":path", "/sales/x"), ("authorization", &auth)], "");
+        assert_eq!(RequestFlow::default().on_request_headers(&mut g, &cfg, &mut cache, true), Action::Continue);
+        assert_eq!(g.mutations, 0);
+        let published = [
+            (IDENTITY_CLIENT_ID_PROPERTY.to_owned(), "client-1".to_owned()),
+            (IDENTITY_PROFILE_ID_PROPERTY.to_owned(), record(1).id),
+        ];
+        assert_eq!(g.properties, published);
+
+        let mut g = fake(
+            &[
+                (":method", "GET"),
+                (":path", "/sales/x"),
+                ("authorization", &auth),
+                ("x-tollgate-client-id", "forged"),
+                ("X_Tollgate_Profile_Id", "forged"),
+            ],
+            "",
+        );
+        assert_eq!(RequestFlow::default().on_request_headers(&mut g, &cfg, &mut cache, true), Action::Continue);
+        assert_eq!(g.request_header("x-tollgate-client-id"), None);
+        assert_eq!(g.request_header("X_Tollgate_Profile_Id"), None);
+        assert_eq!(g.properties, published);
+
+        // Refused: nothing published.
+        let mut g = fake(&[(":method", "GET"), (":path", "/hr/x"), ("authorization", &auth)], "");
+        RequestFlow::default().on_request_headers(&mut g, &cfg, &mut cache, true);
+        assert_eq!(g.response.as_ref().unwrap().status, 403);
+        assert!(g.properties.is_empty());
     }
 
     /// The clock is a hostcall: one read per request serves the profile

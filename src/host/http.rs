@@ -68,6 +68,12 @@ impl RequestHost for Host<'_> {
         }
     }
 
+    fn set_property(&mut self, name: &str, value: &str) {
+        if let Err(abi::Status(s)) = abi::set_property(name, value) {
+            log(LogLevel::Error, &format!("could not set property {name}: status {s}"));
+        }
+    }
+
     fn request_body(&self, size: usize) -> Option<Vec<u8>> {
         abi::buffer(abi::REQUEST_BODY, 0, size).ok()
     }

@@ -16,7 +16,8 @@ def table(summary: dict) -> str:
 
 
 RATIOS = (("guard", "passthrough"), ("guard_sidecar_1", "passthrough", "guard_sidecar/passthrough"),
-          ("guard_sidecar_1", "guard", "guard_sidecar/guard"), ("jwt_authn", "passthrough"),
+          ("guard_sidecar_1", "guard", "guard_sidecar/guard"), ("guard_route", "guard", "guard_route/guard"),
+          ("jwt_authn", "passthrough"),
           ("jwt_authn_cached", "passthrough"), ("token", "direct"),
           ("guard_sidecar_10k", "guard_sidecar_1", "guard10k/guard1"),
           ("guard", "guard_baseline", "guard/guard_baseline"),

@@ -30,7 +30,7 @@ BUFFER_FILTER = {"name": "envoy.filters.http.buffer",
                                   "max_request_bytes": 16384}}
 
 
-LISTENERS = ("passthrough", "tollgate", "jwt_authn", "jwt_authn_cached", "direct", "fake_upstream")
+LISTENERS = ("passthrough", "tollgate", "tollgate_route", "jwt_authn", "jwt_authn_cached", "direct", "fake_upstream")
 
 
 def jwt_authn_filter(kid: str, key_hex: str, *, cache_size: int | None = None) -> dict:
@@ -49,8 +49,11 @@ def jwt_authn_filter(kid: str, key_hex: str, *, cache_size: int | None = None) -
             }}
 
 
-def plugin_config(profile: dict) -> dict:
-    return {"profiles": [profile], "realm": "tollgate-bench"}
+ROUTE_MODE = {"identity_headers": {"set_by": "route"}}
+
+
+def plugin_config(profile: dict, **extra) -> dict:
+    return {"profiles": [profile], "realm": "tollgate-bench", **extra}
 
 
 def build_config(ports: dict, *, admin_port: int, wasm_path: str, profile: dict, direct_body: str,
@@ -64,6 +67,12 @@ def build_config(ports: dict, *, admin_port: int, wasm_path: str, profile: dict,
             {"match": {"path": TOKEN_PATH}, "route": {"cluster": render.SINK_LISTENER, "timeout": "30s"}},
             route_to("upstream"),
         ], [render.wasm_filter(wasm_path, plugin_config(profile), hold=True)]),
+        # identity_headers.set_by "route": filter state, and the route sets
+        # the headers and drops Authorization (its own vm_id: another config).
+        render.listener("tollgate_route", ports["tollgate_route"], [
+            {"match": {"path": TOKEN_PATH}, "route": {"cluster": render.SINK_LISTENER, "timeout": "30s"}},
+            dict(route_to("upstream"), **render.identity_route_headers(ROUTE_MODE)),
+        ], [render.wasm_filter(wasm_path, plugin_config(profile, **ROUTE_MODE), hold=True, vm_id="tollgate_route")]),
         render.listener("jwt_authn", ports["jwt_authn"], [route_to("upstream")],
                         [jwt_authn_filter(profile["kid"], profile["signing_key"])]),
         render.listener("jwt_authn_cached", ports["jwt_authn_cached"], [route_to("upstream")],
@@ -158,7 +167,7 @@ def preflight(env: BenchEnvoy, token: str, basic: str, direct_body: bytes,
     `sidecar_tokens`: sidecar-backed listener -> the token its scenario sends."""
     sidecar_tokens = sidecar_tokens or {}
     expect_status(env.ports["passthrough"], "GET", API_PATH, 200, "passthrough")
-    guarded = {name: token for name in ("tollgate", "jwt_authn", "jwt_authn_cached")} | sidecar_tokens
+    guarded = {name: token for name in ("tollgate", "tollgate_route", "jwt_authn", "jwt_authn_cached")} | sidecar_tokens
     for name, tok in guarded.items():
         port = env.ports[name]
         broken = tok[:-2] + ("AA" if not tok.endswith("AA") else "BB")
@@ -195,6 +204,8 @@ def scenarios(token: str, basic: str, sidecar_tokens: dict | None = None, baseli
     return [
         Scenario("passthrough", "passthrough", API_PATH, note="no auth filter"),
         Scenario("guard", "tollgate", API_PATH, bearer, note="Tollgate verifies the bearer token"),
+        Scenario("guard_route", "tollgate_route", API_PATH, bearer,
+                 note="guard with identity_headers.set_by route: filter state, no header mutation"),
         *([Scenario("guard_baseline", "baseline", API_PATH, bearer, note="guard, the --baseline-wasm build")]
           if baseline else []),
         *sidecar_scs,
