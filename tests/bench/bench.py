@@ -65,7 +65,7 @@ from common import (API_PATH, BenchError, BenchSidecar, DEFAULT_ENVOY, DEFAULT_S
 from scenarios import (JWT_CACHE_SIZE, preflight, sample_token_response, scenarios, start, start_sidecars, wait_for_snapshots)
 from load import run_rounds, summarize
 from rotation import measure_rotation
-from memory import UNKNOWN_CLIENTS, measure_unknown_clients, unknown_clients_field
+from memory import UNKNOWN_CLIENTS, measure_filter_rss, measure_unknown_clients, unknown_clients_field
 from report import cpu_field, cpu_ratios, last_line, ratios, rotation_table, table
 from common import BenchEnvoy, harness  # noqa: F401 (re-exported)
 from scenarios import build_config  # noqa: F401 (re-exported)
@@ -130,10 +130,12 @@ def main(argv=None) -> int:
         if a.memory_only:
             sidecar = track(BenchSidecar(tmp / "memory.db", binary=sidecar_bin, port=harness.free_port()))
             memory = measure_unknown_clients(a.envoy, wasm, sidecar, track, log, a.unknown_clients)
-            print("bench: " + unknown_clients_field(memory, a.unknown_clients), flush=True)
+            filter_rss = measure_filter_rss(a.envoy, wasm, sidecar, track, log)
+            print(f"bench: {unknown_clients_field(memory, a.unknown_clients)} "
+                  f"envoy_rss_filter_mib={filter_rss['filter_rss_mib']:.1f}", flush=True)
             return 0
 
-        rotation = rotation_10k = memory = None
+        rotation = rotation_10k = memory = filter_rss = None
         if not a.throughput_only:
             # Rotation first, on its own sidecar holding just the rotated profile.
             sidecar = track(BenchSidecar(tmp / "rotation.db", binary=sidecar_bin, port=harness.free_port()))
@@ -183,6 +185,7 @@ def main(argv=None) -> int:
         if not a.throughput_only:
             sidecar = track(BenchSidecar(tmp / "memory.db", binary=sidecar_bin, port=harness.free_port()))
             memory = measure_unknown_clients(a.envoy, wasm, sidecar, track, log, a.unknown_clients)
+            filter_rss = measure_filter_rss(a.envoy, wasm, sidecar, track, log)
             sidecar.stop()
             sidecar.cleanup()
         summary = summarize(results)
@@ -207,6 +210,7 @@ def main(argv=None) -> int:
             "rotation": rotation,
             "rotation_10k_profiles": rotation_10k,
             "unknown_clients_memory": memory,
+            "filter_rss": filter_rss,
             "elapsed_s": round(elapsed, 1),
         }, indent=1) + "\n")
         print()
@@ -219,8 +223,9 @@ def main(argv=None) -> int:
         print("cpu per request, median of per-round ratios: "
               + " ".join(f"{k}={v:.3f}" for k, v in cpu_ratios(summary).items()))
         print(f"(results: {out}; {elapsed:.0f} s)")
-        print(last_line(rs, rotation, memory and unknown_clients_field(memory, a.unknown_clients), cpu_field(summary)),
-              flush=True)
+        memory_fields = memory and (f"{unknown_clients_field(memory, a.unknown_clients)} "
+                                    f"envoy_rss_filter_mib={filter_rss['filter_rss_mib']:.1f}")
+        print(last_line(rs, rotation, memory_fields, cpu_field(summary)), flush=True)
         return 0
     except (BenchError, RuntimeError, OSError, http.client.HTTPException) as e:
         print(f"bench: ERROR: {e}", file=sys.stderr, flush=True)

@@ -10,7 +10,7 @@ import time
 from common import (BenchEnvoy, BenchError, BenchSidecar, FORM, ROTATION_CONCURRENCY, SNAPSHOT_TIMEOUT_S, TOKEN_PATH,
     UPSTREAM_BODY, basic_auth, direct_route, free_ports, http_request, mint_until,
     sidecar_plugin_config)
-from load import WrkResult, run_wrk_until
+from load import WrkResult, run_wrk, run_wrk_until
 from common import harness, render
 
 UNKNOWN_CLIENTS = 100_000
@@ -119,4 +119,63 @@ def measure_unknown_clients(envoy_bin: str, wasm: str, sidecar: BenchSidecar, tr
 def unknown_clients_field(result: dict, requests: int) -> str:
     label = "100k" if requests == 100_000 else str(requests)
     return f"rss_growth_mib_{label}_unknown_clients={result['rss_growth_mib']:.2f}"
+
+
+FILTER_RSS_LOAD_S = 3  # guarded GETs (and the same GETs without the filter) before RSS is read
+
+
+def without_wasm(cfg: dict) -> dict:
+    """The same bootstrap with every Wasm HTTP filter removed."""
+    cfg = json.loads(json.dumps(cfg))
+    for lst in cfg["static_resources"]["listeners"]:
+        for chain in lst.get("filter_chains", []):
+            for f in chain["filters"]:
+                hf = f.get("typed_config", {}).get("http_filters")
+                if hf is not None:
+                    hf[:] = [x for x in hf if x.get("name") != "envoy.filters.http.wasm"]
+    return cfg
+
+
+def measure_filter_rss(envoy_bin: str, wasm: str, sidecar: BenchSidecar, track, log=print) -> dict:
+    """Envoy's RSS (VmRSS) with the filter and without it, 2 workers each:
+    the product's gateway in sidecar mode (one profile), after
+    FILTER_RSS_LOAD_S of guarded GETs (every worker's VM has run), and the
+    same bootstrap without the Wasm filter after the same GETs."""
+    admin = sidecar.admin_connection()
+    try:
+        created = admin.create("bench-filter-rss")
+    finally:
+        admin.close()
+    basic = basic_auth(created["profile"]["client_id"], created["client_secret"])
+    rss = {}
+    for label in ("with_filter", "without_filter"):
+        ports, admin_port = free_ports(("gateway", "fake_upstream"), exclude={sidecar.port}), harness.free_port()
+        cfg = render.gateway(port=ports["gateway"], admin_port=admin_port, upstream_port=ports["fake_upstream"],
+                             wasm_path=wasm, plugin_config=sidecar_plugin_config(sidecar, "tollgate_sidecar"),
+                             hold=True, sidecar_port=sidecar.port)
+        cfg["static_resources"]["listeners"].append(
+            render.listener("fake_upstream", ports["fake_upstream"], [direct_route(UPSTREAM_BODY)], []))
+        if label == "without_filter":
+            cfg = without_wasm(cfg)
+        gw = track(BenchEnvoy(cfg, envoy=envoy_bin, ports=ports, admin_port=admin_port,
+                              concurrency=ROTATION_CONCURRENCY))
+        port = gw.ports["gateway"]
+        headers = ()
+        if label == "with_filter":
+            token = mint_until(port, basic, SNAPSHOT_TIMEOUT_S, "filter-rss gateway")
+            headers = (f"Authorization: Bearer {token}",)
+        r = run_wrk(f"http://127.0.0.1:{port}/api/bench", duration=FILTER_RSS_LOAD_S, connections=8,
+                    headers=headers)
+        if r.errors() or r.requests == 0:
+            raise BenchError(f"filter RSS ({label}): {'; '.join(r.errors())}\n{r.raw}")
+        time.sleep(1)
+        rss[label] = rss_bytes(gw.proc.pid)
+        gw.stop()
+        gw.cleanup()
+    added = (rss["with_filter"] - rss["without_filter"]) / 2**20
+    log(f"bench: envoy RSS, 2 workers: {rss['with_filter'] / 2**20:.1f} MiB with the filter, "
+        f"{rss['without_filter'] / 2**20:.1f} MiB without ({added:+.1f} MiB)")
+    return {"envoy_concurrency": ROTATION_CONCURRENCY, "load_s": FILTER_RSS_LOAD_S,
+            "rss_with_filter_bytes": rss["with_filter"], "rss_without_filter_bytes": rss["without_filter"],
+            "filter_rss_mib": added}
 
