@@ -132,7 +132,8 @@ def main(argv=None) -> int:
             memory = measure_unknown_clients(a.envoy, wasm, sidecar, track, log, a.unknown_clients)
             filter_rss = measure_filter_rss(a.envoy, wasm, sidecar, track, log)
             print(f"bench: {unknown_clients_field(memory, a.unknown_clients)} "
-                  f"envoy_rss_filter_mib={filter_rss['filter_rss_mib']:.1f}", flush=True)
+                  f"envoy_rss_filter_mib={filter_rss['filter_rss_mib']:.1f} "
+                  f"envoy_rss_anon_filter_mib={filter_rss['filter_rss_anon_mib']:.1f}", flush=True)
             return 0
 
         rotation = rotation_10k = memory = filter_rss = None
@@ -224,7 +225,8 @@ def main(argv=None) -> int:
               + " ".join(f"{k}={v:.3f}" for k, v in cpu_ratios(summary).items()))
         print(f"(results: {out}; {elapsed:.0f} s)")
         memory_fields = memory and (f"{unknown_clients_field(memory, a.unknown_clients)} "
-                                    f"envoy_rss_filter_mib={filter_rss['filter_rss_mib']:.1f}")
+                                    f"envoy_rss_filter_mib={filter_rss['filter_rss_mib']:.1f} "
+                                    f"envoy_rss_anon_filter_mib={filter_rss['filter_rss_anon_mib']:.1f}")
         print(last_line(rs, rotation, memory_fields, cpu_field(summary)), flush=True)
         return 0
     except (BenchError, RuntimeError, OSError, http.client.HTTPException) as e:
