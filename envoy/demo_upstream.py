@@ -56,10 +56,13 @@ class Echo(BaseHTTPRequestHandler):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--port", type=int, default=0)
+    # In a container the upstream is reached over the compose network; on
+    # the host it stays on loopback.
+    ap.add_argument("--host", default="127.0.0.1")
     a = ap.parse_args()
-    server = ThreadingHTTPServer(("127.0.0.1", a.port), Echo)
+    server = ThreadingHTTPServer((a.host, a.port), Echo)
     server.daemon_threads = True
-    print(f"demo upstream listening on http://127.0.0.1:{server.server_address[1]}", flush=True)
+    print(f"demo upstream listening on http://{a.host}:{server.server_address[1]}", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
