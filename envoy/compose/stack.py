@@ -18,7 +18,8 @@ tollgate/upstream) take the built tollgate.wasm and tollgate-sidecar
 `up` starts the stack detached, waits for every container to be healthy,
 makes (or reuses) a demo profile in each region with the CLI inside the
 sidecar container, waits until each region mints a token, and writes the
-clients file (default var/compose/clients.json, mode 0600):
+clients file (default var/compose/clients.json, mode 0600), and beside it one
+filled-in Postman environment per region (tollgate-compose-<region>.postman_environment.json):
   {"us": {"base_url": "http://127.0.0.1:10100", "token_url": …, "hosts": […],
           "client_id": …, "client_secret": …, "kid": …, "admin_url": …, "sidecar_url": …},
    "eu": {…}}
@@ -240,6 +241,25 @@ def image_env() -> dict[str, str]:
 
 # --- the stack --------------------------------------------------------------
 
+def write_private(path: pathlib.Path, text: str) -> None:
+    """Credentials: readable by the user only, from the first byte."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(text)
+
+
+def postman_environment(region: str, client: dict) -> str:
+    """postman/tollgate-compose-<region>.postman_environment.json filled in
+    with this stack's port and demo credentials, ready to import."""
+    env = json.loads((ROOT / "postman" / f"tollgate-compose-{region}.postman_environment.json").read_text())
+    filled = {"base_url": client["base_url"], "token_url": client["token_url"],
+              "client_id": client["client_id"], "client_secret": client["client_secret"]}
+    for v in env["values"]:
+        v["value"] = filled.get(v["key"], v["value"])
+    return json.dumps(env, indent=2) + "\n"
+
+
 class Stack:
     """One compose project of the harness."""
 
@@ -304,10 +324,10 @@ class Stack:
             }
         for region, client in clients.items():
             self.wait_for_token(region, client, timeout)
-        clients_path.parent.mkdir(parents=True, exist_ok=True)
-        clients_path.touch(mode=0o600)
-        clients_path.chmod(0o600)
-        clients_path.write_text(json.dumps(clients, indent=1) + "\n")
+        write_private(clients_path, json.dumps(clients, indent=1) + "\n")
+        for region, client in clients.items():
+            write_private(clients_path.parent / f"tollgate-compose-{region}.postman_environment.json",
+                          postman_environment(region, client))
         return clients
 
     def containers(self) -> list[str]:
