@@ -69,8 +69,7 @@ ROOTFS_RECIPE = {
     "trim": ["var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man",
              "usr/share/info", "usr/share/locale"],
 }
-IMAGE_INPUTS = [HERE / "Dockerfile", HERE / "probe.sh", HERE / "envoy-entrypoint.sh", HERE / "sidecar-entrypoint.sh",
-                ROOT / "envoy" / "demo_upstream.py", WASM, SIDECAR]
+IMAGE_INPUTS = [HERE / "Dockerfile", *sorted((HERE / "bin").iterdir()), ROOT / "envoy" / "demo_upstream.py", WASM, SIDECAR]
 
 
 def say(msg: str) -> None:
@@ -226,6 +225,17 @@ def envoy_base_image(base: str) -> str:
     return tag
 
 
+def remove_stale_images(current: str) -> None:
+    """Every new build of the filter or the sidecar makes new content tags:
+    drop the older ones of ours (16 hex digits; a user's `latest` stays)
+    unless a container still uses them (docker refuses those)."""
+    out = run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", "tollgate/*"], check=False).stdout
+    stale = [ref for ref in out.split() if len(tag := ref.rsplit(":", 1)[1]) == 16 and
+             all(c in "0123456789abcdef" for c in tag) and tag != current]
+    if stale:
+        run(["docker", "rmi", *stale], check=False)
+
+
 def image_env() -> dict[str, str]:
     """Build arguments (through the compose file's variables) for the local
     path, and the content tag of the Tollgate images."""
@@ -304,6 +314,7 @@ class Stack:
             with build_lock("images"):
                 # One service per image: the other region's services share it.
                 self.run("build", "us-envoy", "us-sidecar", "us-upstream")
+            remove_stale_images(self.env["TOLLGATE_IMAGE_TAG"])
         say(f"starting compose project {self.project} (us on {self.base_url('us')}, eu on {self.base_url('eu')})")
         self.run("up", "-d", "--no-build")
         self.wait_healthy(timeout)
@@ -408,9 +419,11 @@ def main() -> None:
     stack = Stack(a.project)
     if a.action == "down":
         stack.down()
-        with contextlib.suppress(FileNotFoundError):
-            if a.project == DEFAULT_PROJECT and a.clients == DEFAULT_CLIENTS:
-                a.clients.unlink()
+        if a.project == DEFAULT_PROJECT:  # what `up` wrote holds credentials of the deleted stores
+            for path in [a.clients, *(a.clients.parent / f"tollgate-compose-{r}.postman_environment.json"
+                                      for r in REGIONS)]:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
         return
     clients = stack.up(a.clients)
     rel = os.path.relpath(a.clients, ROOT) if a.clients.is_relative_to(ROOT) else str(a.clients)

@@ -31,7 +31,7 @@ def test_envoy_validates_the_region_config(region, tmp_path):
 
 def test_entrypoint_fills_in_the_data_token_and_nothing_else(tmp_path):
     """The Envoy image's entrypoint, with its paths pointed at a scratch dir."""
-    script = (pathlib.Path(render.COMPOSE_DIR) / "envoy-entrypoint.sh").read_text()
+    script = (pathlib.Path(render.COMPOSE_DIR) / "bin" / "tollgate-envoy-entrypoint").read_text()
     for container_path, here in (("/run/tollgate-data/data-token", "data-token"),
                                  ("/etc/tollgate/envoy.json", "committed.json"), ("/tmp/envoy.json", "envoy.json")):
         assert container_path in script
