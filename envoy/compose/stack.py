@@ -436,7 +436,9 @@ def main() -> None:
     client_id={c['client_id']} client_secret={c['client_secret']}
     curl -s -u '{c['client_id']}:{c['client_secret']}' -H 'Content-Type: application/x-www-form-urlencoded' \\
       -d grant_type=client_credentials --resolve {host}:{port}:127.0.0.1 http://{host}:{port}/oauth2/token""")
-    print(f"\nStop it (and delete its volumes): ./build.sh compose down")
+    print(f"\nPostman: import postman/tollgate.postman_collection.json and {os.path.dirname(rel) or '.'}/"
+          "tollgate-compose-<region>.postman_environment.json (filled in).")
+    print("Stop it (and delete its volumes): ./build.sh compose down")
 
 
 if __name__ == "__main__":

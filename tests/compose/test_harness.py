@@ -177,3 +177,18 @@ def test_sidecar_admin_api_on_loopback(compose):
     assert r.status_code == 200
     assert us["client_id"] in {p["client_id"] for p in r.json()["profiles"]}
     assert requests.get(us["sidecar_url"] + "/admin/v1/profiles", timeout=10).status_code == 401
+
+
+def test_up_again_keeps_or_repairs_the_demo_clients(compose):
+    """`up` on a running stack keeps each demo client; one rotated behind its
+    back (here with the CLI) is rotated again so the recorded secret works."""
+    before = compose.clients
+    compose.cli("eu", "rotate", before["eu"]["client_id"])
+    after = compose.up(compose.clients_path)
+    compose.clients = after  # later tests use the repaired credentials
+    assert after["us"] == before["us"]
+    assert after["eu"]["client_id"] == before["eu"]["client_id"]
+    assert after["eu"]["client_secret"] != before["eu"]["client_secret"]
+    assert json.loads(compose.clients_path.read_text()) == after
+    for region in ("us", "eu"):
+        assert call(after[region], "/demo/hello", mint(after[region])).status_code == 200
