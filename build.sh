@@ -122,7 +122,7 @@ cmd_test() {
 }
 
 setup_compose() {
-    need_apt debootstrap:debootstrap
+    PATH=$PATH:/usr/sbin:/sbin need_apt debootstrap:debootstrap
     docker compose version >/dev/null 2>&1 || need_apt docker-compose:docker-compose
 }
 

@@ -168,19 +168,23 @@ def base_image() -> str:
     with build_lock("base"):
         if image_exists(tag):
             return tag
-        if not shutil.which("debootstrap"):
+        # /usr/sbin is not on every PATH (a CI runner's, a user's).
+        debootstrap = shutil.which("debootstrap") or shutil.which("debootstrap", path="/usr/sbin:/sbin")
+        if not debootstrap:
             raise SystemExit("compose: debootstrap is not installed (./build.sh compose installs it)")
         say(f"building the local Debian base {tag} (debootstrap {suite} from {mirror}, about a minute, once)")
         with tempfile.TemporaryDirectory(prefix="tollgate-rootfs-") as tmp:
             rootfs = pathlib.Path(tmp) / "rootfs"
-            cmd = ["debootstrap", f"--variant={ROOTFS_RECIPE['variant']}",
+            cmd = [debootstrap, f"--variant={ROOTFS_RECIPE['variant']}",
                    f"--include={','.join(ROOTFS_RECIPE['include'])}"]
             keyring = pathlib.Path("/usr/share/keyrings/debian-archive-keyring.gpg")
             if keyring.exists():
                 cmd.append(f"--keyring={keyring}")
             log = pathlib.Path(tmp) / "debootstrap.log"
             with open(log, "w") as out:
-                if subprocess.run(cmd + [suite, str(rootfs), mirror], stdout=out, stderr=subprocess.STDOUT).returncode:
+                sbin_path = {**os.environ, "PATH": os.environ.get("PATH", "/usr/bin:/bin") + ":/usr/sbin:/sbin"}
+                if subprocess.run(cmd + [suite, str(rootfs), mirror], stdout=out, stderr=subprocess.STDOUT,
+                                  env=sbin_path).returncode:
                     raise SystemExit(f"compose: debootstrap failed:\n{log.read_text()[-3000:]}")
             for rel in ROOTFS_RECIPE["trim"]:
                 target = rootfs / rel
