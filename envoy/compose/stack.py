@@ -232,10 +232,16 @@ def envoy_base_image(base: str) -> str:
 def remove_stale_images(current: str) -> None:
     """Every new build of the filter or the sidecar makes new content tags:
     drop the older ones of ours (16 hex digits; a user's `latest` stays)
-    unless a container still uses them (docker refuses those)."""
+    unless a container still uses them (docker refuses those), and the
+    untagged stages our builds left."""
     out = run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", "tollgate/*"], check=False).stdout
     stale = [ref for ref in out.split() if len(tag := ref.rsplit(":", 1)[1]) == 16 and
              all(c in "0123456789abcdef" for c in tag) and tag != current]
+    # The classic builder leaves the `artifacts` stage behind untagged.
+    for image in run(["docker", "images", "-q", "--filter", "dangling=true"], check=False).stdout.split():
+        history = run(["docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}", image], check=False).stdout
+        if "TOLLGATE_ARTIFACTS" in history:
+            stale.append(image)
     if stale:
         run(["docker", "rmi", *stale], check=False)
 
@@ -318,7 +324,7 @@ class Stack:
             with build_lock("images"):
                 # One service per image: the other region's services share it.
                 self.run("build", "us-envoy", "us-sidecar", "us-upstream")
-            remove_stale_images(self.env["TOLLGATE_IMAGE_TAG"])
+                remove_stale_images(self.env["TOLLGATE_IMAGE_TAG"])
         say(f"starting compose project {self.project} (us on {self.base_url('us')}, eu on {self.base_url('eu')})")
         self.run("up", "-d", "--no-build")
         self.wait_healthy(timeout)
