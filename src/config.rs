@@ -8,6 +8,7 @@ use std::rc::Rc;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::discovery::Issuers;
 use crate::path;
 use crate::profile::{ProfileRecord, ProfileSet};
 
@@ -28,6 +29,8 @@ struct RawConfig {
     verified_token_cache_size: usize,
     profiles: Option<Vec<ProfileRecord>>,
     sidecar: Option<RawSidecar>,
+    issuers: Vec<String>,
+    metrics: bool,
 }
 
 impl Default for RawConfig {
@@ -45,6 +48,8 @@ impl Default for RawConfig {
             verified_token_cache_size: 4096,
             profiles: None,
             sidecar: None,
+            issuers: Vec::new(),
+            metrics: true,
         }
     }
 }
@@ -114,6 +119,10 @@ pub struct Config {
     pub cache_size: usize,
     pub static_profiles: Option<Rc<ProfileSet>>,
     pub sidecar: Option<SidecarConfig>,
+    /// RFC 8414 metadata: the public issuer URLs, selected by `:authority`.
+    pub issuers: Issuers,
+    /// Define and count Envoy metrics (off only to measure their cost).
+    pub metrics: bool,
 }
 
 /// A refused configuration: the field (a JSON path) and the problem.
@@ -155,6 +164,8 @@ impl RawConfig {
                 "hold_token_request_headers" => raw.hold_token_request_headers = field(value, name)?,
                 "verified_token_cache_size" => raw.verified_token_cache_size = field(value, name)?,
                 "sidecar" => raw.sidecar = Some(field(value, name)?),
+                "issuers" => raw.issuers = field(value, name)?,
+                "metrics" => raw.metrics = field(value, name)?,
                 "profiles" => {
                     let items: Vec<Box<RawValue>> = field(value, name)?;
                     let mut profiles = Vec::with_capacity(items.len());
@@ -294,6 +305,8 @@ impl Config {
         if static_profiles.is_none() && sidecar.is_none() {
             return Err(err("profiles", "set a static profiles list or a sidecar"));
         }
+        let issuers =
+            Issuers::parse(&raw.issuers, &raw.token_path).map_err(|(i, e)| err(format!("issuers[{i}]"), e))?;
         Ok(Self {
             token_path: raw.token_path,
             token_lifetime: raw.token_lifetime_seconds,
@@ -308,6 +321,8 @@ impl Config {
             cache_size: raw.verified_token_cache_size,
             static_profiles,
             sidecar,
+            issuers,
+            metrics: raw.metrics,
         })
     }
 
@@ -352,6 +367,8 @@ pub(crate) mod tests {
         assert_eq!(c.profile_id_header, "x-tollgate-profile-id");
         assert!(!c.keep_authorization);
         assert_eq!(c.static_profiles.as_ref().unwrap().len(), 1);
+        assert!(c.issuers.is_empty());
+        assert!(c.metrics);
     }
 
     fn refused(json: &str) -> ConfigError {
@@ -390,6 +407,10 @@ pub(crate) mod tests {
         assert!(e.problem.starts_with("id:"));
         let e = refused(r#"{"sidecar":{"cluster":"c","data_token":"short"}}"#);
         assert_eq!(e.field, "sidecar.data_token");
+        let e = refused(r#"{"issuers":["https://a.example","https://a.example/x"],"profiles":[]}"#);
+        assert_eq!(e.field, "issuers[1]");
+        assert_eq!(refused(r#"{"issuers":"https://a.example","profiles":[]}"#).field, "issuers");
+        assert_eq!(refused(r#"{"metrics":"no","profiles":[]}"#).field, "metrics");
     }
 
     #[test]

@@ -50,13 +50,39 @@ pub struct Poller {
     me: u64,
     phase: Phase,
     failures: u32,
+    /// Sync outcomes not yet taken by the host (metrics).
+    outcomes: SyncOutcomes,
+}
+
+/// Sync contacts since the host last asked: successful answers (snapshots,
+/// change batches, quiet long polls) and failed ones.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncOutcomes {
+    pub succeeded: u64,
+    pub failed: u64,
 }
 
 impl Poller {
     /// `me` must be unique per worker (random), since context ids repeat
     /// across worker VMs.
     pub fn new(me: u64) -> Self {
-        Self { me, phase: Phase::Follower, failures: 0 }
+        Self { me, phase: Phase::Follower, failures: 0, outcomes: SyncOutcomes::default() }
+    }
+
+    /// The outcomes since the last call.
+    pub fn take_outcomes(&mut self) -> SyncOutcomes {
+        std::mem::take(&mut self.outcomes)
+    }
+
+    /// How many profiles the published snapshot holds, if this worker is the
+    /// poller and knows.
+    pub fn profiles_published(&self) -> Option<usize> {
+        match &self.phase {
+            Phase::Idle { publisher, .. } | Phase::InFlight { publisher, .. } if publisher.has_baseline => {
+                Some(publisher.profile_count())
+            }
+            _ => None,
+        }
     }
 
     pub fn is_leader(&self) -> bool {
@@ -166,6 +192,7 @@ impl Poller {
         };
         match outcome {
             Ok(()) => {
+                self.outcomes.succeeded += 1;
                 if self.failures > 0 {
                     log(Level::Info, "profile sync with the sidecar restored");
                 }
@@ -188,6 +215,7 @@ impl Poller {
     }
 
     fn fail(&mut self, now_ms: u64, why: &str, log: &mut impl FnMut(Level, &str)) {
+        self.outcomes.failed += 1;
         self.failures = self.failures.saturating_add(1);
         let delay = BACKOFF_MIN_MS.saturating_mul(1 << self.failures.min(6)).min(BACKOFF_MAX_MS);
         // Log the first failure and then every 20th, not every retry.
@@ -252,8 +280,10 @@ mod tests {
         assert_eq!(a.on_tick(&store, 250, &mut quiet()), None, "one call at a time");
         // A response to a token we did not issue is ignored.
         assert_eq!(a.on_response(&store, 99, Some(200), b"{}", 300, &mut quiet()), None);
+        assert_eq!(a.profiles_published(), None, "no snapshot yet");
         let next = a.on_response(&store, 7, Some(200), &snapshot_body(4, 2), 300, &mut quiet());
         assert_eq!(next, Some(Request::Changes { since: 4 }));
+        assert_eq!((a.profiles_published(), b.profiles_published()), (Some(2), None));
         assert_eq!(Request::Changes { since: 4 }.path(25), "/data/v1/changes?since=4&wait=25");
         let view = SharedProfiles::new(store.clone());
         view.refresh(0, None).unwrap();
@@ -277,6 +307,9 @@ mod tests {
         assert_eq!(a.on_tick(&store, 1600, &mut quiet()), Some(Request::Changes { since: 1 }));
         let view = SharedProfiles::new(store.clone());
         assert!(view.refresh(0, None).is_ok(), "the last snapshot stays");
+        assert_eq!(a.take_outcomes(), SyncOutcomes { succeeded: 1, failed: 1 });
+        assert_eq!(a.take_outcomes(), SyncOutcomes::default(), "taken once");
+        assert_eq!(a.profiles_published(), Some(1));
     }
 
     #[test]

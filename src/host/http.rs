@@ -10,6 +10,7 @@ use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 use super::root::Worker;
 use super::{log, now_secs};
 use crate::flow::{self, RequestFlow, RequestHost};
+use crate::metrics::Outcome;
 use crate::profile::ProfileLookup;
 use crate::response::LocalResponse;
 
@@ -70,6 +71,10 @@ impl RequestHost for Host<'_> {
         if hostcalls::get_log_level().is_ok_and(|l| matches!(l, LogLevel::Trace | LogLevel::Debug)) {
             log(LogLevel::Debug, &message.to_string());
         }
+    }
+
+    fn record(&mut self, outcome: Outcome) {
+        self.worker.metrics.record(outcome);
     }
 }
 

@@ -4,6 +4,7 @@
 //! errors handled: the SDK's trait helpers unwrap, and a panic aborts the VM.
 
 mod http;
+mod metrics;
 mod root;
 mod sync;
 

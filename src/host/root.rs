@@ -11,11 +11,13 @@ use proxy_wasm::types::{ContextType, LogLevel};
 
 use super::http::Http;
 use super::log;
+use super::metrics::Metrics;
 use super::sync::{HostStore, Sync};
 use crate::config::Config;
 use crate::guard::VerifiedCache;
+use crate::metrics::{self as metric, Metric};
 use crate::profile::{ProfileLookup, ProfileSet};
-use crate::shared::SharedProfiles;
+use crate::shared::{SharedProfiles, SharedStore, Stamp, STAMP_KEY};
 use crate::sync::TICK_MS;
 
 /// Where HTTP contexts get profiles from.
@@ -69,16 +71,18 @@ pub(crate) struct Worker {
     pub(crate) profiles: ProfileSource,
     pub(crate) cache: RefCell<VerifiedCache>,
     pub(crate) jti: RefCell<JtiSource>,
+    pub(crate) metrics: Rc<Metrics>,
 }
 
 pub(crate) struct Root {
     worker: Option<Rc<Worker>>,
     sync: Option<Sync>,
+    configured_at: u64,
 }
 
 impl Root {
     pub(crate) fn new() -> Self {
-        Self { worker: None, sync: None }
+        Self { worker: None, sync: None, configured_at: 0 }
     }
 }
 
@@ -104,8 +108,12 @@ impl RootContext for Root {
                 return false;
             }
         };
+        // Every worker defines the same names; Envoy shares a stat by name.
+        let metrics = Rc::new(Metrics::define(config.metrics));
+        self.configured_at = super::now_secs();
         let profiles = match (&config.static_profiles, &config.sidecar) {
             (Some(set), _) => {
+                metrics.set(Metric::ProfilesLoaded, set.len() as u64);
                 log(
                     LogLevel::Info,
                     &format!("configured: token path {}, {} static profile(s)", config.token_path, set.len()),
@@ -115,7 +123,7 @@ impl RootContext for Root {
             (None, Some(sidecar)) => {
                 // Every worker ticks; the lease in shared data lets only one
                 // of them poll (Istio's WasmPlugin has no singleton VM).
-                self.sync = Some(Sync::new(sidecar.clone()));
+                self.sync = Some(Sync::new(sidecar.clone(), Rc::clone(&metrics)));
                 self.set_tick_period(std::time::Duration::from_millis(TICK_MS));
                 log(
                     LogLevel::Info,
@@ -132,6 +140,7 @@ impl RootContext for Root {
         self.worker = Some(Rc::new(Worker {
             cache: RefCell::new(VerifiedCache::new(config.cache_size)),
             jti: RefCell::new(JtiSource::new()),
+            metrics,
             config,
             profiles,
         }));
@@ -147,6 +156,11 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         if let Some(sync) = self.sync.as_mut() {
             sync.on_tick();
+            // Every worker ticks: the age comes from the shared stamp, so it
+            // keeps moving whichever worker polls, or if none does.
+            let synced_at = HostStore.get(STAMP_KEY).and_then(|(v, _)| Stamp::decode(&v)).map(|s| s.synced_at);
+            let age = metric::snapshot_age(super::now_secs(), synced_at, self.configured_at);
+            sync.metrics().set(Metric::SnapshotAgeSeconds, age);
         }
     }
 

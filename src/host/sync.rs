@@ -1,13 +1,16 @@
 //! Glue for the sync role: shared data as a [`SharedStore`], and the root
 //! context's tick and callout plumbing around [`crate::sync::Poller`].
 
+use std::rc::Rc;
 use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType, Status};
 
 use super::log;
+use super::metrics::Metrics;
 use crate::config::SidecarConfig;
+use crate::metrics::Metric;
 use crate::shared::{SharedStore, StoreError};
 use crate::sync::{Level, Poller, Request};
 
@@ -55,19 +58,36 @@ fn logger() -> impl FnMut(Level, &str) {
 pub(crate) struct Sync {
     poller: Poller,
     sidecar: SidecarConfig,
+    metrics: Rc<Metrics>,
 }
 
 impl Sync {
-    pub(crate) fn new(sidecar: SidecarConfig) -> Self {
+    pub(crate) fn new(sidecar: SidecarConfig, metrics: Rc<Metrics>) -> Self {
         // Random per worker VM (std's RandomState is keyed from WASI
         // random_get): context ids repeat across workers, lease owners must not.
         let me = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), now_ms());
-        Self { poller: Poller::new(me), sidecar }
+        Self { poller: Poller::new(me), sidecar, metrics }
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub(crate) fn on_tick(&mut self) {
         if let Some(request) = self.poller.on_tick(&HostStore, now_ms(), &mut logger()) {
             self.dispatch(request);
+        }
+        self.report();
+    }
+
+    /// Sync counters, and the profile count from the poller (the only
+    /// worker that knows it without reading the whole index).
+    fn report(&mut self) {
+        let outcomes = self.poller.take_outcomes();
+        self.metrics.count(Metric::SyncSuccesses, outcomes.succeeded);
+        self.metrics.count(Metric::SyncFailures, outcomes.failed);
+        if let Some(n) = self.poller.profiles_published() {
+            self.metrics.set(Metric::ProfilesLoaded, n as u64);
         }
     }
 
@@ -82,6 +102,7 @@ impl Sync {
         if let Some(next) = self.poller.on_response(&HostStore, token, status, &body, now_ms(), &mut logger()) {
             self.dispatch(next);
         }
+        self.report();
     }
 
     fn dispatch(&mut self, request: Request) {
