@@ -82,16 +82,21 @@ fn parse_issuer(url: &str, token_path: &str) -> Result<Issuer, &'static str> {
         return Err(SHAPE);
     }
     let (host, port) = split_authority(authority).ok_or(SHAPE)?;
-    let document = serde_json::to_vec(&serde_json::json!({
-        "issuer": url,
-        "token_endpoint": format!("{url}{token_path}"),
-        "grant_types_supported": ["client_credentials"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        // Required by RFC 8414 §2; no authorization endpoint means no
-        // response types, and the honest list is empty.
-        "response_types_supported": [],
-    }))
-    .map_err(|_| SHAPE)?;
+    // Written out rather than through serde_json::Value, which would add
+    // its map and serializer to the .wasm for one document.
+    let document = format!(
+        concat!(
+            "{{\"issuer\":{},\"token_endpoint\":{},",
+            "\"grant_types_supported\":[\"client_credentials\"],",
+            "\"token_endpoint_auth_methods_supported\":[\"client_secret_basic\",\"client_secret_post\"],",
+            // Required by RFC 8414 §2; no authorization endpoint means no
+            // response types, and the honest list is empty.
+            "\"response_types_supported\":[]}}"
+        ),
+        json_string(url),
+        json_string(&format!("{url}{token_path}"))
+    )
+    .into_bytes();
     Ok(Issuer { host, port: port.unwrap_or(default), default_port: !matches!(port, Some(p) if p != default), document })
 }
 
@@ -147,6 +152,10 @@ pub fn is_discovery_path(path: &str) -> bool {
         .any(|p| path.strip_prefix(p).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')))
 }
 
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
+}
+
 fn json(status: u32, cache: &str, body: Vec<u8>) -> LocalResponse {
     LocalResponse {
         status,
@@ -155,20 +164,20 @@ fn json(status: u32, cache: &str, body: Vec<u8>) -> LocalResponse {
     }
 }
 
+fn error(status: u32, code: &str, description: &str) -> LocalResponse {
+    let body = format!("{{\"error\":{},\"error_description\":{}}}", json_string(code), json_string(description));
+    json(status, "no-store", body.into_bytes())
+}
+
 fn not_found(description: &str) -> LocalResponse {
-    let body = serde_json::json!({"error": "not_found", "error_description": description});
-    json(404, "no-store", serde_json::to_vec(&body).unwrap_or_default())
+    error(404, "not_found", description)
 }
 
 /// The answer to a request on a [`is_discovery_path`] path. HEAD gets the
 /// GET answer (Envoy drops the body of a local reply to HEAD).
 pub fn respond(method: &str, path: &str, authority: Option<&str>, issuers: &Issuers) -> LocalResponse {
     if method != "GET" && method != "HEAD" {
-        let body = serde_json::json!({
-            "error": "invalid_request",
-            "error_description": "the metadata endpoint accepts only GET and HEAD",
-        });
-        let mut r = json(405, "no-store", serde_json::to_vec(&body).unwrap_or_default());
+        let mut r = error(405, "invalid_request", "the metadata endpoint accepts only GET and HEAD");
         r.headers.push(("allow", "GET, HEAD".to_owned()));
         return r;
     }

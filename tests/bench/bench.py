@@ -154,8 +154,12 @@ def build_config(ports: dict, *, admin_port: int, wasm_path: str, profile: dict,
             {"match": {"path": TOKEN_PATH}, "route": {"cluster": render.SINK_LISTENER, "timeout": "30s"}},
             route_to("upstream"),
         ], [render.wasm_filter(wasm_path, plugin_config(profile), hold=True)]),
-        # The same filter and profile with its metrics off: what counting costs.
-        render.listener("tollgate_nometrics", ports["tollgate_nometrics"], [route_to("upstream")],
+        # The same filter, profile and routes with its metrics off: what
+        # counting costs.
+        render.listener("tollgate_nometrics", ports["tollgate_nometrics"], [
+            {"match": {"path": TOKEN_PATH}, "route": {"cluster": render.SINK_LISTENER, "timeout": "30s"}},
+            route_to("upstream"),
+        ],
                         [render.wasm_filter(wasm_path, dict(plugin_config(profile), metrics=False), hold=True,
                                             vm_id="tollgate_nometrics")]),
         render.listener("jwt_authn", ports["jwt_authn"], [route_to("upstream")],
