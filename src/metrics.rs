@@ -14,6 +14,7 @@
 
 use crate::error::{BearerError, TokenError};
 use crate::jwt::JwtError;
+use crate::sync::FailureKind;
 
 /// What one request came to, as the flow reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,16 +64,19 @@ pub enum Metric {
     GuardRefused(usize),
     Lockouts,
     SyncSuccesses,
-    SyncFailures,
+    /// Index into [`FailureKind::ALL`].
+    SyncFailures(usize),
     SnapshotAgeSeconds,
     ProfilesLoaded,
 }
 
 const TOKEN_REFUSED: &str = "tollgate_token_refused_total";
 const GUARD_REFUSED: &str = "tollgate_guard_refused_total";
+const SYNC_FAILURES: &str = "tollgate_sync_failures_total";
+const SYNC_CAUSES: usize = FailureKind::ALL.len();
 
 /// The tag names used in stat names; the bootstrap needs one `stats_tags`
-/// entry for each.
+/// entry for each (`cause` serves the guard and the sync failures).
 pub const TAGS: [&str; 2] = ["error", "cause"];
 
 impl Metric {
@@ -82,19 +86,15 @@ impl Metric {
         out.extend((0..TOKEN_ERRORS.len()).map(Metric::TokenRefused));
         out.push(Metric::GuardAllowed);
         out.extend((0..GUARD_CAUSES.len()).map(Metric::GuardRefused));
-        out.extend([
-            Metric::Lockouts,
-            Metric::SyncSuccesses,
-            Metric::SyncFailures,
-            Metric::SnapshotAgeSeconds,
-            Metric::ProfilesLoaded,
-        ]);
+        out.extend([Metric::Lockouts, Metric::SyncSuccesses]);
+        out.extend((0..SYNC_CAUSES).map(Metric::SyncFailures));
+        out.extend([Metric::SnapshotAgeSeconds, Metric::ProfilesLoaded]);
         out
     }
 
     /// Position in [`Metric::all`] (and so in the host's id table).
     pub fn index(self) -> usize {
-        let (t, g) = (TOKEN_ERRORS.len(), GUARD_CAUSES.len());
+        let (t, g, s) = (TOKEN_ERRORS.len(), GUARD_CAUSES.len(), SYNC_CAUSES);
         match self {
             Metric::TokensIssued => 0,
             Metric::TokenRefused(i) => 1 + i.min(t - 1),
@@ -102,9 +102,9 @@ impl Metric {
             Metric::GuardRefused(i) => 2 + t + i.min(g - 1),
             Metric::Lockouts => 2 + t + g,
             Metric::SyncSuccesses => 3 + t + g,
-            Metric::SyncFailures => 4 + t + g,
-            Metric::SnapshotAgeSeconds => 5 + t + g,
-            Metric::ProfilesLoaded => 6 + t + g,
+            Metric::SyncFailures(i) => 4 + t + g + i.min(s - 1),
+            Metric::SnapshotAgeSeconds => 4 + t + g + s,
+            Metric::ProfilesLoaded => 5 + t + g + s,
         }
     }
 
@@ -124,7 +124,9 @@ impl Metric {
             Metric::GuardRefused(i) => tagged("cause", GUARD_CAUSES[i.min(GUARD_CAUSES.len() - 1)], GUARD_REFUSED),
             Metric::Lockouts => "tollgate_lockouts_total".into(),
             Metric::SyncSuccesses => "tollgate_sync_successes_total".into(),
-            Metric::SyncFailures => "tollgate_sync_failures_total".into(),
+            Metric::SyncFailures(i) => {
+                tagged("cause", FailureKind::ALL[i.min(SYNC_CAUSES - 1)].as_str(), SYNC_FAILURES)
+            }
             Metric::SnapshotAgeSeconds => "tollgate_snapshot_age_seconds".into(),
             Metric::ProfilesLoaded => "tollgate_profiles_loaded".into(),
         }
@@ -182,11 +184,16 @@ impl Outcome {
     }
 }
 
-/// The snapshot age gauge: seconds since the last successful sync, or, before
-/// any, since the worker was configured, so an alert on the age also fires
-/// when no snapshot ever arrives.
-pub fn snapshot_age(now: u64, synced_at: Option<u64>, configured_at: u64) -> u64 {
-    now.saturating_sub(synced_at.unwrap_or(configured_at))
+/// Position of a sync failure cause in [`Metric::SyncFailures`].
+pub fn sync_failure_index(kind: FailureKind) -> usize {
+    FailureKind::ALL.iter().position(|k| *k == kind).unwrap_or(SYNC_CAUSES - 1)
+}
+
+/// The snapshot age gauge: the stamp's age ([`crate::sync::snapshot_age_secs`]),
+/// or, before any snapshot, seconds since the worker was configured, so an
+/// alert on the age also fires when no snapshot ever arrives.
+pub fn snapshot_age(now: u64, stamp_age: Option<u64>, configured_at: u64) -> u64 {
+    stamp_age.unwrap_or_else(|| now.saturating_sub(configured_at))
 }
 
 #[cfg(test)]
@@ -205,6 +212,12 @@ mod tests {
         let names: std::collections::HashSet<String> = all.iter().map(|m| m.stat_name()).collect();
         assert_eq!(names.len(), all.len());
         assert_eq!(all.iter().filter(|m| m.kind() == Kind::Gauge).count(), 2);
+        assert_eq!(all.len(), 1 + TOKEN_ERRORS.len() + 1 + GUARD_CAUSES.len() + 2 + SYNC_CAUSES + 2);
+        for (i, kind) in FailureKind::ALL.into_iter().enumerate() {
+            assert_eq!(sync_failure_index(kind), i);
+            let name = Metric::SyncFailures(i).stat_name();
+            assert_eq!(name, format!("cause=.={};.;tollgate_sync_failures_total", kind.as_str()));
+        }
     }
 
     /// Stat names are what Envoy's tag regex `(<tag>=\.=(.*?);\.;)` takes
@@ -265,8 +278,8 @@ mod tests {
 
     #[test]
     fn age() {
-        assert_eq!(snapshot_age(100, Some(90), 50), 10);
+        assert_eq!(snapshot_age(100, Some(10), 50), 10);
         assert_eq!(snapshot_age(100, None, 50), 50);
-        assert_eq!(snapshot_age(100, Some(120), 50), 0, "a clock step back is not negative age");
+        assert_eq!(snapshot_age(40, None, 50), 0, "a clock step back is not negative age");
     }
 }

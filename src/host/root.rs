@@ -12,12 +12,12 @@ use proxy_wasm::types::{ContextType, LogLevel};
 use super::http::Http;
 use super::log;
 use super::metrics::Metrics;
-use super::sync::{HostStore, Sync};
+use super::sync::{HostStore, SidecarSync};
 use crate::config::Config;
 use crate::guard::VerifiedCache;
-use crate::metrics::{self as metric, Metric};
+use crate::metrics::Metric;
 use crate::profile::{ProfileLookup, ProfileSet};
-use crate::shared::{SharedProfiles, SharedStore, Stamp, STAMP_KEY};
+use crate::shared::{Namespaced, SharedProfiles};
 use crate::sync::TICK_MS;
 
 /// Where HTTP contexts get profiles from.
@@ -26,7 +26,7 @@ pub(crate) enum ProfileSource {
     Static(Rc<ProfileSet>),
     /// The shared-data cache the elected poller keeps in sync with the
     /// sidecar; refused (503) before the first snapshot or when stale.
-    Shared { view: Rc<SharedProfiles<HostStore>>, max_staleness: Option<u64> },
+    Shared { view: Rc<SharedProfiles<Namespaced<HostStore>>>, max_staleness: Option<u64> },
 }
 
 impl ProfileSource {
@@ -72,11 +72,13 @@ pub(crate) struct Worker {
     pub(crate) cache: RefCell<VerifiedCache>,
     pub(crate) jti: RefCell<JtiSource>,
     pub(crate) metrics: Rc<Metrics>,
+    /// This plugin's slice of shared data (the lockout tables live there).
+    pub(crate) shared: Namespaced<HostStore>,
 }
 
 pub(crate) struct Root {
     worker: Option<Rc<Worker>>,
-    sync: Option<Sync>,
+    sync: Option<SidecarSync>,
     configured_at: u64,
 }
 
@@ -123,14 +125,14 @@ impl RootContext for Root {
             (None, Some(sidecar)) => {
                 // Every worker ticks; the lease in shared data lets only one
                 // of them poll (Istio's WasmPlugin has no singleton VM).
-                self.sync = Some(Sync::new(sidecar.clone(), Rc::clone(&metrics)));
+                self.sync = Some(SidecarSync::new(sidecar.clone(), &config.shared_data_namespace, Rc::clone(&metrics)));
                 self.set_tick_period(std::time::Duration::from_millis(TICK_MS));
                 log(
                     LogLevel::Info,
                     &format!("configured: token path {}, profiles from cluster {}", config.token_path, sidecar.cluster),
                 );
                 ProfileSource::Shared {
-                    view: Rc::new(SharedProfiles::new(HostStore)),
+                    view: Rc::new(SharedProfiles::new(Namespaced::new(HostStore, &config.shared_data_namespace))),
                     max_staleness: sidecar.max_staleness_seconds,
                 }
             }
@@ -141,6 +143,7 @@ impl RootContext for Root {
             cache: RefCell::new(VerifiedCache::new(config.cache_size)),
             jti: RefCell::new(JtiSource::new()),
             metrics,
+            shared: Namespaced::new(HostStore, &config.shared_data_namespace),
             config,
             profiles,
         }));
@@ -156,11 +159,7 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         if let Some(sync) = self.sync.as_mut() {
             sync.on_tick();
-            // Every worker ticks: the age comes from the shared stamp, so it
-            // keeps moving whichever worker polls, or if none does.
-            let synced_at = HostStore.get(STAMP_KEY).and_then(|(v, _)| Stamp::decode(&v)).map(|s| s.synced_at);
-            let age = metric::snapshot_age(super::now_secs(), synced_at, self.configured_at);
-            sync.metrics().set(Metric::SnapshotAgeSeconds, age);
+            sync.report_age(self.configured_at);
         }
     }
 

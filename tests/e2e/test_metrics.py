@@ -14,6 +14,7 @@ FORM = {"grant_type": "client_credentials"}
 TOKEN_ERRORS = ("invalid_request", "invalid_client", "unsupported_grant_type", "temporarily_unavailable", "other")
 GUARD_CAUSES = ("missing", "malformed", "algorithm", "unknown_key", "signature", "expired", "not_yet_valid",
                 "revoked", "insufficient_scope", "unavailable", "other")
+SYNC_CAUSES = ("dispatch", "unreachable", "unauthorized", "status", "contract", "publish")
 
 
 def admin(gw, path: str) -> str:
@@ -38,6 +39,11 @@ def stats(gw) -> dict:
     """/stats?filter= for the raw (wasmcustom.) names."""
     text = admin(gw, "/stats?filter=" + urllib.request.quote(r"^wasmcustom\..*tollgate_"))
     return {k: int(v) for k, v in re.findall(r"^(wasmcustom\.\S+): (\d+)$", text, re.M)}
+
+
+def total(gw, name: str) -> int:
+    """A metric summed over its label values."""
+    return sum(v for (n, _), v in prometheus(gw)["samples"].items() if n == name)
 
 
 def worker_connections(gw) -> list[int]:
@@ -125,11 +131,13 @@ def test_counts_after_known_traffic_on_two_workers(gw, static_profiles):
         assert samples[("tollgate_guard_refused_total", (("cause", c),))] == want_guard.get(c, 0), c
     assert samples[("tollgate_lockouts_total", ())] == 0
     assert samples[("tollgate_sync_successes_total", ())] == 0
+    for c in SYNC_CAUSES:
+        assert samples[("tollgate_sync_failures_total", (("cause", c),))] == 0, c
     assert samples[("tollgate_profiles_loaded", ())] == 3
     assert samples[("tollgate_snapshot_age_seconds", ())] == 0
     assert prom["types"]["tollgate_token_refused_total"] == "counter"
     assert prom["types"]["tollgate_profiles_loaded"] == "gauge"
-    assert len(samples) == 7 + len(TOKEN_ERRORS) + len(GUARD_CAUSES), sorted(samples)
+    assert len(samples) == 6 + len(TOKEN_ERRORS) + len(GUARD_CAUSES) + len(SYNC_CAUSES), sorted(samples)
 
     # The same numbers under their raw names, as /stats?filter= shows them.
     raw = stats(gw)
@@ -166,13 +174,18 @@ def test_sync_metrics_follow_the_sidecar(upstream, tmp_path):
             sample = lambda name: prometheus(gw)["samples"].get((name, ()))  # noqa: E731
             harness.wait_for(lambda: sample("tollgate_profiles_loaded") == 2, 15, "profiles_loaded == 2")
             harness.wait_for(lambda: sample("tollgate_sync_successes_total") >= 2, 15, "quiet long polls counted")
-            assert sample("tollgate_sync_failures_total") == 0
+            assert total(gw, "tollgate_sync_failures_total") == 0
             assert sample("tollgate_snapshot_age_seconds") <= 3
             sidecar.cli("create", "--name", "c", "--allow", "/sales/")
             harness.wait_for(lambda: sample("tollgate_profiles_loaded") == 3, 15, "profiles_loaded == 3")
 
             sidecar.stop()
-            harness.wait_for(lambda: sample("tollgate_sync_failures_total") >= 1, 15, "a failure counted")
+            harness.wait_for(lambda: total(gw, "tollgate_sync_failures_total") >= 1, 15, "a failure counted")
+            # Envoy answers the callout itself (503, no healthy upstream) or it
+            # finds no answer at all, depending on when the sidecar went away.
+            by_cause = {dict(labels)["cause"]: v for (n, labels), v in prometheus(gw)["samples"].items()
+                        if n == "tollgate_sync_failures_total" and v}
+            assert set(by_cause) <= {"status", "unreachable"}, by_cause
             harness.wait_for(lambda: sample("tollgate_snapshot_age_seconds") >= 3, 15, "the age grows")
             assert sample("tollgate_profiles_loaded") == 3, "the last snapshot is still served"
 
@@ -182,3 +195,22 @@ def test_sync_metrics_follow_the_sidecar(upstream, tmp_path):
             gw.stop()
     finally:
         sidecar.stop()
+
+
+def test_a_lockout_is_counted_once(upstream, static_profiles):
+    record, secret = static_profiles["sales"]
+    env = harness.start_gateway(upstream, {"profiles": [p for p, _ in static_profiles.values()],
+                                           "lockout": {"max_failures": 2, "base_seconds": 60}})
+    try:
+        url = env.url + "/oauth2/token"
+        for _ in range(2):
+            assert fresh("POST", url, auth=(record["client_id"], "wrong"), data=FORM).status_code == 401
+        for _ in range(3):  # locked: the right secret gets 429 too
+            assert fresh("POST", url, auth=(record["client_id"], secret), data=FORM).status_code == 429
+        samples = prometheus(env)["samples"]
+        assert samples[("tollgate_lockouts_total", ())] == 1
+        assert samples[("tollgate_token_refused_total", (("error", "invalid_client"),))] == 2
+        assert samples[("tollgate_token_refused_total", (("error", "temporarily_unavailable"),))] == 3
+        assert samples[("tollgate_tokens_issued_total", ())] == 0
+    finally:
+        env.stop()
