@@ -27,6 +27,18 @@ def stats_config() -> dict:
     return {"stats_tags": [{"tag_name": t, "regex": rf"({t}=\.=(.*?);\.;)"} for t in METRIC_TAGS]}
 
 
+# Headers with underscores are dropped before any filter sees them: an
+# upstream behind CGI, WSGI or PHP reads `x_tollgate_client_id` and
+# `x-tollgate-client-id` as the same HTTP_X_TOLLGATE_CLIENT_ID, so a
+# look-alike would be an identity forgery. DROP_HEADER rather than
+# REJECT_REQUEST: the protection is the same (the header never arrives), and a
+# client that sends some harmless `api_key` keeps working, as behind nginx's
+# default. Envoy counts drops in `http1.dropped_headers_with_underscores` and
+# `http2.dropped_headers_with_underscores`. The filter strips look-alikes of
+# its identity headers itself as well (Istio's default is ALLOW).
+UNDERSCORES = "DROP_HEADER"
+
+
 def wasm_filter(wasm_path: str, plugin_config: dict, *, hold: bool = True, vm_id: str = "tollgate") -> dict:
     """The Tollgate HTTP filter. `hold` pairs the plugin's
     hold_token_request_headers with Envoy's allow_on_headers_stop_iteration
@@ -54,25 +66,32 @@ def wasm_filter(wasm_path: str, plugin_config: dict, *, hold: bool = True, vm_id
                              "config": config}}
 
 
-def hcm(stat_prefix: str, routes: list, filters: list) -> dict:
-    return {"name": "envoy.filters.network.http_connection_manager",
-            "typed_config": {
-                "@type": HCM,
-                "stat_prefix": stat_prefix,
-                # The guard matches path prefixes: hand it normalised paths,
-                # and refuse encoded slashes outright.
-                "normalize_path": True,
-                "merge_slashes": True,
-                "path_with_escaped_slashes_action": "REJECT_REQUEST",
-                "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]},
-                "http_filters": filters + [ROUTER],
-            }}
+def hcm(stat_prefix: str, routes: list, filters: list, *, underscores: str = UNDERSCORES,
+        http1_trailers: bool = False) -> dict:
+    """`underscores` and `http1_trailers` differ from the defaults only in
+    tests that prove the filter does not depend on them."""
+    config = {"name": "envoy.filters.network.http_connection_manager",
+              "typed_config": {
+                  "@type": HCM,
+                  "stat_prefix": stat_prefix,
+                  "common_http_protocol_options": {"headers_with_underscores_action": underscores},
+                  # The guard matches path prefixes: hand it normalised paths,
+                  # and refuse encoded slashes outright.
+                  "normalize_path": True,
+                  "merge_slashes": True,
+                  "path_with_escaped_slashes_action": "REJECT_REQUEST",
+                  "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]},
+                  "http_filters": filters + [ROUTER],
+              }}
+    if http1_trailers:
+        config["typed_config"]["http_protocol_options"] = {"enable_trailers": True}
+    return config
 
 
-def listener(name: str, port: int, routes: list, filters: list) -> dict:
+def listener(name: str, port: int, routes: list, filters: list, **hcm_options) -> dict:
     return {"name": name,
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-            "filter_chains": [{"filters": [hcm(name, routes, filters)]}]}
+            "filter_chains": [{"filters": [hcm(name, routes, filters, **hcm_options)]}]}
 
 
 def cluster(name: str, port: int, *, timeout: str = "5s") -> dict:
@@ -113,7 +132,8 @@ def bootstrap(admin_port: int, listeners: list, clusters: list) -> dict:
 
 
 def gateway(*, port: int, admin_port: int, upstream_port: int, wasm_path: str, plugin_config: dict,
-            hold: bool = True, sidecar_port: int | None = None, token_path: str = "/oauth2/token") -> dict:
+            hold: bool = True, sidecar_port: int | None = None, token_path: str = "/oauth2/token",
+            **hcm_options) -> dict:
     """The product: one listener with Tollgate in front of the upstream."""
     sink_listener, sink_cluster = token_sink()
     routes = [
@@ -123,7 +143,7 @@ def gateway(*, port: int, admin_port: int, upstream_port: int, wasm_path: str, p
     clusters = [cluster("upstream", upstream_port), sink_cluster]
     if sidecar_port is not None:
         clusters.append(cluster("tollgate_sidecar", sidecar_port))
-    main = listener("tollgate", port, routes, [wasm_filter(wasm_path, plugin_config, hold=hold)])
+    main = listener("tollgate", port, routes, [wasm_filter(wasm_path, plugin_config, hold=hold)], **hcm_options)
     return bootstrap(admin_port, [main, sink_listener], clusters)
 
 

@@ -11,16 +11,22 @@ use crate::guard::{self, VerifiedCache};
 use crate::media_type::BodyFormat;
 use crate::metrics::Outcome;
 use crate::path;
-use crate::profile::ProfileLookup;
+use crate::profile::{ProfileLookup, MAX_CLIENT_ID_LEN};
 use crate::response::LocalResponse;
 use crate::shared::SharedStore;
 use crate::token_endpoint;
 use crate::token_request::{self, ClientCredentials, RequestHead};
 
-/// What the host offers a request. Reads are by name; the profile set comes
-/// with its generation (see [`guard`]) or the reason none is usable.
+/// A header map as the host hands it out: `(name, value)` bytes, in order.
+pub type HeaderPairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// What the host offers a request. The profile set comes with its
+/// generation (see [`guard`]) or the reason none is usable.
 pub trait RequestHost {
-    fn request_header(&self, name: &str) -> Option<String>;
+    /// Every request header as `(name, value)` bytes, in order: read once per
+    /// request, in the headers callback (the only one where Envoy hands the
+    /// map out once the headers moved on).
+    fn request_headers(&self) -> HeaderPairs;
     fn set_request_header(&mut self, name: &str, value: Option<&str>);
     fn request_body(&self, size: usize) -> Option<Vec<u8>>;
     fn respond(&mut self, response: LocalResponse);
@@ -43,6 +49,34 @@ pub trait RequestHost {
 pub enum Action {
     Continue,
     Pause,
+}
+
+/// The request's header map, read once.
+struct Headers(HeaderPairs);
+
+impl Headers {
+    /// The first value of `name`. A value that is not UTF-8 cannot be a
+    /// valid credential, path or media type: it reads as garbage.
+    fn get(&self, name: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| String::from_utf8(v.clone()).unwrap_or_else(|_| "\u{fffd}".to_owned()))
+    }
+
+    /// Names an upstream could read as one of `ours`: equal up to ASCII case
+    /// and `_` for `-`, as CGI, WSGI and PHP fold them (`HTTP_X_..._ID`).
+    /// Exact copies are included: only the filter sets these headers.
+    fn look_alikes<'a>(&'a self, ours: &'a [&'a str]) -> impl Iterator<Item = &'a str> + 'a {
+        let fold = |b: &u8| if *b == b'_' { b'-' } else { b.to_ascii_lowercase() };
+        self.0.iter().enumerate().filter_map(move |(i, (name, _))| {
+            let alike =
+                ours.iter().any(|o| o.len() == name.len() && name.iter().map(fold).eq(o.as_bytes().iter().map(fold)));
+            // Once per name, even when the client repeated it.
+            let first = || !self.0[..i].iter().any(|(n, _)| n == name);
+            (alike && first()).then(|| std::str::from_utf8(name).ok()).flatten()
+        })
+    }
 }
 
 #[derive(Debug, Default)]
@@ -68,8 +102,9 @@ impl OwnedHead {
 enum State {
     #[default]
     Headers,
-    /// A token request waiting for the rest of its body.
-    TokenBody { head: OwnedHead, format: BodyFormat },
+    /// A token request waiting for the rest of its body; `received` is the
+    /// size of what the host has buffered so far.
+    TokenBody { head: OwnedHead, format: BodyFormat, received: usize },
     /// Answered locally: nothing more goes upstream.
     Answered,
     /// Authorized or public: the filter is out of the way.
@@ -89,26 +124,33 @@ impl RequestFlow {
         cache: &mut VerifiedCache,
         end_of_stream: bool,
     ) -> Action {
-        let path = host.request_header(":path").unwrap_or_default();
+        let headers = Headers(host.request_headers());
+        let path = headers.get(":path").unwrap_or_default();
         if path::strip_query(&path) == cfg.token_path {
-            return self.token_headers(host, cfg, path, end_of_stream);
+            return self.token_headers(host, cfg, &headers, path, end_of_stream);
         }
         // RFC 8414 metadata: public, answered here, never routed.
         if discovery::is_discovery_path(&path) {
-            let method = host.request_header(":method").unwrap_or_default();
-            let authority = host.request_header(":authority");
+            let (method, authority) = (headers.get(":method").unwrap_or_default(), headers.get(":authority"));
             return self.answer(host, discovery::respond(&method, &path, authority.as_deref(), &cfg.issuers));
         }
-        // Identity headers are ours alone: client-sent copies are dropped on
-        // public paths and replaced on authorized ones (a set replaces).
+        // Identity headers are ours alone: client-sent copies and look-alikes
+        // go on every path that reaches the upstream, whatever the proxy's
+        // own underscore policy.
+        let ours = [cfg.client_id_header.as_str(), cfg.profile_id_header.as_str()];
+        for name in headers.look_alikes(&ours) {
+            host.set_request_header(name, None);
+        }
         if cfg.is_public(&path) {
-            host.set_request_header(&cfg.client_id_header, None);
-            host.set_request_header(&cfg.profile_id_header, None);
+            // A token the filter did not consume does not leave either.
+            if !cfg.keep_authorization && headers.get("authorization").is_some() {
+                host.set_request_header("authorization", None);
+            }
             self.state = State::Passed;
             return Action::Continue;
         }
         let outcome = host.profiles().map_err(BearerError::Unavailable).and_then(|(set, generation)| {
-            let auth = host.request_header("authorization");
+            let auth = headers.get("authorization");
             let now = host.now_secs();
             guard::authorize(auth.as_deref(), &path, &*set, generation, now, cfg.leeway, cache)
         });
@@ -125,7 +167,12 @@ impl RequestFlow {
             }
             Err(e) => {
                 host.record(Outcome::GuardRefused(e));
-                host.log(format_args!("bearer refused: {} {}: {}", e.status(), e.code(), e.description()));
+                host.log(format_args!(
+                    "bearer refused: {} {}: {}",
+                    e.status(),
+                    e.code().unwrap_or("-"),
+                    e.description()
+                ));
                 self.answer(host, LocalResponse::bearer_error(e, &cfg.realm))
             }
         }
@@ -138,17 +185,35 @@ impl RequestFlow {
         body_size: usize,
         end_of_stream: bool,
     ) -> Action {
-        match &self.state {
+        match &mut self.state {
             State::Answered => Action::Pause,
             State::Headers | State::Passed => Action::Continue,
             State::TokenBody { .. } if body_size > cfg.max_body_bytes => {
                 self.token_error(host, cfg, TokenError::BodyTooLarge)
             }
             // Buffer until the whole body is here; nothing goes upstream.
-            State::TokenBody { .. } if !end_of_stream => Action::Pause,
-            State::TokenBody { .. } => {
-                let body = host.request_body(body_size).unwrap_or_default();
-                self.finish_token(host, cfg, &body)
+            State::TokenBody { received, .. } if !end_of_stream => {
+                *received = body_size;
+                Action::Pause
+            }
+            State::TokenBody { .. } => self.finish_token(host, cfg, body_size),
+        }
+    }
+
+    /// Trailers end the request (HTTP/2 trailers carry END_STREAM; so does
+    /// the trailer section of a chunked HTTP/1.1 body), and the body callback
+    /// never sees `end_of_stream` then: a token request is answered here, or
+    /// its buffered body and trailers would move on to the route.
+    pub fn on_request_trailers(&mut self, host: &mut impl RequestHost, cfg: &Config) -> Action {
+        match &self.state {
+            State::Answered => Action::Pause,
+            State::Headers | State::Passed => Action::Continue,
+            State::TokenBody { received, .. } if *received > cfg.max_body_bytes => {
+                self.token_error(host, cfg, TokenError::BodyTooLarge)
+            }
+            State::TokenBody { received, .. } => {
+                let received = *received;
+                self.finish_token(host, cfg, received)
             }
         }
     }
@@ -157,42 +222,48 @@ impl RequestFlow {
         &mut self,
         host: &mut impl RequestHost,
         cfg: &Config,
+        headers: &Headers,
         path: String,
         end_of_stream: bool,
     ) -> Action {
         let head = OwnedHead {
-            method: host.request_header(":method").unwrap_or_default(),
+            method: headers.get(":method").unwrap_or_default(),
             path,
-            content_type: host.request_header("content-type"),
-            authorization: host.request_header("authorization"),
+            content_type: headers.get("content-type"),
+            authorization: headers.get("authorization"),
         };
         let format = match token_request::check_head(&head.view()) {
             Ok(f) => f,
             Err(e) => return self.token_error(host, cfg, e),
         };
-        let declared = host.request_header("content-length").and_then(|l| l.trim().parse::<usize>().ok());
+        let declared = headers.get("content-length").and_then(|l| l.trim().parse::<usize>().ok());
         if declared.is_some_and(|l| l > cfg.max_body_bytes) {
             return self.token_error(host, cfg, TokenError::BodyTooLarge);
         }
-        self.state = State::TokenBody { head, format };
+        let had_authorization = head.authorization.is_some();
+        self.state = State::TokenBody { head, format, received: 0 };
         if end_of_stream {
-            return self.finish_token(host, cfg, &[]);
+            return self.finish_token(host, cfg, 0);
         }
         if cfg.hold_token_request_headers {
             Action::Pause
         } else {
             // The headers move on (to a local sink route) while the body is
             // buffered here; the credentials are not among them.
-            host.set_request_header("authorization", None);
+            if had_authorization {
+                host.set_request_header("authorization", None);
+            }
             Action::Continue
         }
     }
 
-    fn finish_token(&mut self, host: &mut impl RequestHost, cfg: &Config, body: &[u8]) -> Action {
-        let State::TokenBody { head, format } = std::mem::take(&mut self.state) else {
-            return Action::Continue;
+    /// Answers a token request whose whole body (`size` bytes) the host holds.
+    fn finish_token(&mut self, host: &mut impl RequestHost, cfg: &Config, size: usize) -> Action {
+        let State::TokenBody { head, format, .. } = std::mem::replace(&mut self.state, State::Answered) else {
+            return Action::Pause;
         };
-        let outcome = token_request::parse(&head.view(), &format, body).and_then(|creds| {
+        let body = if size == 0 { Vec::new() } else { host.request_body(size).unwrap_or_default() };
+        let outcome = token_request::parse(&head.view(), &format, &body).and_then(|creds| {
             let (set, _) = host.profiles().map_err(TokenError::Unavailable)?;
             issue_with_lockout(host, cfg, &creds, &*set)
         });
@@ -234,7 +305,9 @@ fn issue_with_lockout(
     let Some(lock) = &cfg.lockout else {
         return token_endpoint::issue(creds, set, now, cfg.token_lifetime, &jti);
     };
-    let known = set.by_client_id(&creds.client_id).is_some().then_some(creds.client_id.as_str());
+    // An id longer than any profile's is unknown without a lookup.
+    let known = (creds.client_id.len() <= MAX_CLIENT_ID_LEN && set.by_client_id(&creds.client_id).is_some())
+        .then_some(creds.client_id.as_str());
     let source = || host.source_address();
     lock.check(host.shared_store(), known, &source, now)
         .map_err(|l| TokenError::LockedOut { retry_after: l.retry_after })?;
@@ -274,9 +347,15 @@ mod tests {
         source: Option<String>,
     }
 
-    impl RequestHost for Fake {
+    impl Fake {
         fn request_header(&self, name: &str) -> Option<String> {
             self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+        }
+    }
+
+    impl RequestHost for Fake {
+        fn request_headers(&self) -> HeaderPairs {
+            self.headers.iter().map(|(n, v)| (n.clone().into_bytes(), v.clone().into_bytes())).collect()
         }
         fn set_request_header(&mut self, name: &str, value: Option<&str>) {
             self.headers.retain(|(n, _)| n != name);
@@ -512,6 +591,128 @@ mod tests {
         assert_eq!(ask("GET", "/.well-known/oauth-authorization-server", "evil.example").status, 404);
         assert_eq!(ask("GET", "/.well-known/openid-configuration", "api.example.com").status, 404);
         assert_eq!(ask("DELETE", "/.well-known/oauth-authorization-server", "api.example.com").status, 405);
+    }
+
+    fn token_creds_body() -> &'static str {
+        "grant_type=client_credentials&client_id=client-1&client_secret=secret-1"
+    }
+
+    #[test]
+    fn trailers_end_the_token_body_in_both_modes() {
+        // HTTP/2 HEADERS → DATA → trailers (END_STREAM), or chunked HTTP/1.1
+        // with a trailer section: the body callback never sees end_of_stream.
+        for hold in [true, false] {
+            let cfg = static_config(serde_json::json!({"hold_token_request_headers": hold}));
+            for (body, status) in [(token_creds_body(), 200), ("{", 400), ("", 400)] {
+                let mut h = fake(&[(":method", "POST"), (":path", "/oauth2/token"), FORM], body);
+                let mut flow = RequestFlow::default();
+                let mut cache = VerifiedCache::new(16);
+                let first = flow.on_request_headers(&mut h, &cfg, &mut cache, false);
+                assert_eq!(first, if hold { Action::Pause } else { Action::Continue });
+                if !body.is_empty() {
+                    assert_eq!(flow.on_request_body(&mut h, &cfg, body.len(), false), Action::Pause);
+                }
+                assert!(h.response.is_none());
+                assert_eq!(flow.on_request_trailers(&mut h, &cfg), Action::Pause, "trailers never continue");
+                let r = h.response.take().expect("answered at the trailers");
+                assert_eq!(r.status, status, "hold={hold} body={body:?}");
+                // Anything later stays here too, and no second answer.
+                assert_eq!(flow.on_request_trailers(&mut h, &cfg), Action::Pause);
+                assert_eq!(flow.on_request_body(&mut h, &cfg, body.len(), true), Action::Pause);
+                assert!(h.response.is_none());
+            }
+        }
+    }
+
+    #[test]
+    fn trailers_over_the_body_limit_are_refused() {
+        let cfg = static_config(serde_json::json!({"max_token_request_bytes": 256}));
+        let mut h = fake(&[(":method", "POST"), (":path", "/oauth2/token"), FORM], "x");
+        let mut flow = RequestFlow::default();
+        let mut cache = VerifiedCache::new(16);
+        flow.on_request_headers(&mut h, &cfg, &mut cache, false);
+        assert_eq!(flow.on_request_body(&mut h, &cfg, 256, false), Action::Pause);
+        // The host buffered past the limit without a body callback saying so.
+        flow.state = match std::mem::take(&mut flow.state) {
+            State::TokenBody { head, format, .. } => State::TokenBody { head, format, received: 257 },
+            other => other,
+        };
+        assert_eq!(flow.on_request_trailers(&mut h, &cfg), Action::Pause);
+        assert_eq!(h.response.unwrap().status, 413);
+    }
+
+    #[test]
+    fn trailers_elsewhere_pass() {
+        let cfg = static_config(serde_json::json!({"public_paths": ["/healthz"]}));
+        let mut g = fake(&[(":method", "POST"), (":path", "/healthz")], "");
+        let mut flow = RequestFlow::default();
+        let mut cache = VerifiedCache::new(16);
+        assert_eq!(flow.on_request_headers(&mut g, &cfg, &mut cache, false), Action::Continue);
+        assert_eq!(flow.on_request_trailers(&mut g, &cfg), Action::Continue);
+        assert!(g.response.is_none());
+    }
+
+    #[test]
+    fn look_alike_identity_headers_never_reach_the_upstream() {
+        let cfg = static_config(serde_json::json!({"public_paths": ["/healthz"]}));
+        let forged = [
+            ("x_tollgate_client_id", "admin"),
+            ("X_Tollgate_Profile_Id", "admin"),
+            ("x-tollgate_client-id", "admin"),
+            ("X-TOLLGATE-CLIENT-ID", "admin"),
+            ("x_tollgate_client_id", "again"),
+        ];
+        let kept = ("x_tollgate_client_idx", "not ours");
+        let token = {
+            let mut h = fake(&[(":method", "POST"), (":path", "/oauth2/token"), FORM], token_creds_body());
+            token(&cfg, &mut h);
+            json(&h.response.unwrap())["access_token"].as_str().unwrap().to_owned()
+        };
+        let auth = format!("Bearer {token}");
+        for (path, authorization) in [("/healthz", None), ("/sales/x", Some(auth.as_str()))] {
+            let mut headers = vec![(":method", "GET"), (":path", path), kept];
+            headers.extend(forged);
+            headers.extend(authorization.map(|a| ("authorization", a)));
+            let mut g = fake(&headers, "");
+            let mut cache = VerifiedCache::new(16);
+            assert_eq!(RequestFlow::default().on_request_headers(&mut g, &cfg, &mut cache, true), Action::Continue);
+            let fold = |n: &str| n.to_ascii_lowercase().replace('_', "-");
+            let left: Vec<_> = g.headers.iter().filter(|(n, _)| fold(n).starts_with("x-tollgate-")).collect();
+            let want: Vec<(String, String)> = match authorization {
+                None => vec![],
+                Some(_) => vec![
+                    ("x-tollgate-client-id".into(), "client-1".into()),
+                    ("x-tollgate-profile-id".into(), record(1).id),
+                ],
+            };
+            let mut left: Vec<(String, String)> = left.into_iter().filter(|(n, _)| n != kept.0).cloned().collect();
+            left.sort();
+            assert_eq!(left, want, "{path}");
+            assert_eq!(g.request_header(kept.0).as_deref(), Some(kept.1), "other headers stay");
+        }
+    }
+
+    #[test]
+    fn public_paths_drop_the_bearer_token_unless_kept() {
+        for (keep, want) in [(false, None), (true, Some("Bearer a.b.c"))] {
+            let cfg = static_config(serde_json::json!({"public_paths": ["/public/"], "keep_authorization": keep}));
+            let mut g = fake(&[(":method", "GET"), (":path", "/public/x"), ("authorization", "Bearer a.b.c")], "");
+            let mut cache = VerifiedCache::new(16);
+            assert_eq!(RequestFlow::default().on_request_headers(&mut g, &cfg, &mut cache, true), Action::Continue);
+            assert_eq!(g.request_header("authorization").as_deref(), want);
+        }
+    }
+
+    #[test]
+    fn no_token_gets_a_challenge_without_an_error_code() {
+        let cfg = static_config(serde_json::json!({}));
+        let mut g = fake(&[(":method", "GET"), (":path", "/sales/x")], "");
+        let mut cache = VerifiedCache::new(16);
+        RequestFlow::default().on_request_headers(&mut g, &cfg, &mut cache, true);
+        let r = g.response.unwrap();
+        assert_eq!(r.status, 401);
+        assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"tollgate\""));
+        assert!(json(&r).get("error").is_none(), "RFC 6750 §3.1");
     }
 
     /// A form token request for `client_id`/`secret`, sharing `store` (as the

@@ -141,34 +141,20 @@ fn position(list: &[&str], value: &str) -> usize {
     list.iter().position(|v| *v == value).unwrap_or(list.len() - 1)
 }
 
-/// The guard's refusal cause. `InvalidToken` carries the JWT error's fixed
-/// description, which identifies it.
+/// The guard's refusal cause.
 pub fn guard_cause(e: &BearerError) -> &'static str {
     use JwtError::*;
     match e {
         BearerError::Missing => "missing",
         BearerError::InsufficientScope => "insufficient_scope",
         BearerError::Unavailable(_) => "unavailable",
-        BearerError::InvalidToken(d) => {
-            let is = |e: JwtError| *d == e.description();
-            if [Malformed, BadHeader, BadClaims, MissingKeyId, SubjectMismatch].into_iter().any(is) {
-                "malformed"
-            } else if is(Algorithm) {
-                "algorithm"
-            } else if is(UnknownKeyId) {
-                "unknown_key"
-            } else if is(Signature) {
-                "signature"
-            } else if is(Expired) {
-                "expired"
-            } else if is(NotYetValid) {
-                "not_yet_valid"
-            } else if is(Revoked) {
-                "revoked"
-            } else {
-                "other"
-            }
-        }
+        BearerError::InvalidToken(Malformed | BadHeader | BadClaims | MissingKeyId | SubjectMismatch) => "malformed",
+        BearerError::InvalidToken(Algorithm) => "algorithm",
+        BearerError::InvalidToken(UnknownKeyId) => "unknown_key",
+        BearerError::InvalidToken(Signature) => "signature",
+        BearerError::InvalidToken(Expired) => "expired",
+        BearerError::InvalidToken(NotYetValid) => "not_yet_valid",
+        BearerError::InvalidToken(Revoked) => "revoked",
     }
 }
 
@@ -248,16 +234,18 @@ mod tests {
         assert!(name(TokenError::MethodNotAllowed).starts_with("error=.=invalid_request;"));
         assert!(name(TokenError::BodyTooLarge).starts_with("error=.=invalid_request;"));
         assert!(name(TokenError::UnsupportedGrantType).starts_with("error=.=unsupported_grant_type;"));
-        let e = TokenError::InvalidClient { description: "x", basic: true };
+        let e = TokenError::InvalidClient { cause: crate::error::InvalidClient::Failed, basic: true };
         assert!(name(e).starts_with("error=.=invalid_client;"));
         assert!(name(TokenError::Unavailable("x")).starts_with("error=.=temporarily_unavailable;"));
+        let locked = TokenError::LockedOut { retry_after: 5 };
+        assert!(name(locked).starts_with("error=.=temporarily_unavailable;"));
         assert_eq!(position(&TOKEN_ERRORS, "slow_down"), TOKEN_ERRORS.len() - 1);
     }
 
     #[test]
     fn guard_causes() {
         let cause = |e: BearerError| guard_cause(&e);
-        let invalid = |e: JwtError| BearerError::InvalidToken(e.description());
+        let invalid = BearerError::InvalidToken;
         assert_eq!(cause(BearerError::Missing), "missing");
         assert_eq!(cause(BearerError::InsufficientScope), "insufficient_scope");
         assert_eq!(cause(BearerError::Unavailable("x")), "unavailable");
@@ -269,7 +257,6 @@ mod tests {
         assert_eq!(cause(invalid(JwtError::Expired)), "expired");
         assert_eq!(cause(invalid(JwtError::NotYetValid)), "not_yet_valid");
         assert_eq!(cause(invalid(JwtError::Revoked)), "revoked");
-        assert_eq!(cause(BearerError::InvalidToken("something new")), "other");
         for c in GUARD_CAUSES {
             let m = Metric::GuardRefused(position(&GUARD_CAUSES, c));
             assert!(m.stat_name().starts_with(&format!("cause=.={c};.;")));

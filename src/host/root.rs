@@ -151,9 +151,9 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        // on_configure refused a bad config, so Envoy never asks for an HTTP
-        // context without a worker; None is the host's "no filter" answer.
-        self.worker.as_ref().map(|w| Box::new(Http::new(Rc::clone(w))) as Box<dyn HttpContext>)
+        // Never None: the SDK panics (aborting the VM) when a root declines.
+        // Without a valid configuration the context refuses every request.
+        Some(Box::new(Http::new(self.worker.clone())))
     }
 
     fn on_tick(&mut self) {

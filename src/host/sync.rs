@@ -5,7 +5,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, LogLevel, MapType, Status};
+use proxy_wasm::types::{BufferType, LogLevel, MapType};
 
 use super::log;
 use super::metrics::Metrics;
@@ -20,16 +20,18 @@ pub(crate) struct HostStore;
 
 impl SharedStore for HostStore {
     fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        match hostcalls::get_shared_data(key) {
-            Ok((Some(v), cas)) if !v.is_empty() => Some((v, cas.unwrap_or(0))),
+        // On the request path too (profile lookups): the panic-free call.
+        match super::abi::shared_data(key) {
+            Ok(Some((v, cas))) if !v.is_empty() => Some((v, cas)),
             _ => None,
         }
     }
 
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
-        match hostcalls::set_shared_data(key, Some(value), cas) {
+        // On the request path too (lockout counters): the panic-free call.
+        match super::abi::set_shared_data(key, value, cas.unwrap_or(0)) {
             Ok(()) => Ok(()),
-            Err(Status::CasMismatch) => Err(StoreError::CasMismatch),
+            Err(super::abi::Status(super::abi::CAS_MISMATCH)) => Err(StoreError::CasMismatch),
             Err(_) => Err(StoreError::Other),
         }
     }
