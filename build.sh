@@ -67,6 +67,15 @@ setup_bindgen() {
     fi
 }
 
+setup_postgres() {
+    # Debian's PostgreSQL server binaries (the tests start their own server
+    # with initdb in a temp dir; no system cluster is used), and the
+    # 'postgres' user the package creates, which the tests run it as when
+    # they run as root.
+    compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null && return 0
+    need_apt "initdb-is-missing:postgresql"
+}
+
 setup() {
     need_apt curl:curl node:nodejs python3:python3
     # Debian's python3 ships venv's ensurepip separately.
@@ -98,6 +107,7 @@ cmd_oci() {
 cmd_test() {
     setup
     setup_bindgen
+    setup_postgres
     # The registry round trip of the OCI image (tests/e2e/test_oci.py).
     need_apt docker-registry:docker-registry skopeo:skopeo
     say "cargo fmt --check"
@@ -121,9 +131,13 @@ cmd_test() {
 
 cmd_bench() {
     setup
+    setup_postgres
     need_apt wrk:wrk
     build
     "$VENV/bin/python" tests/bench/bench.py --wasm "$WASM" --envoy "$VENV/bin/envoy" --sidecar "$SIDECAR" "$@"
+    say "fleet: PostgreSQL + 3 sidecars + 3 Envoys"
+    TOLLGATE_ENVOY="$VENV/bin/envoy" TOLLGATE_WASM="$WASM" TOLLGATE_SIDECAR="$SIDECAR" \
+        "$VENV/bin/python" tests/bench/fleet.py
 }
 
 cmd_run() {
@@ -138,6 +152,6 @@ case "${1:-}" in
     test) shift; cmd_test "$@" ;;
     bench) shift; cmd_bench "$@" ;;
     oci) cmd_oci ;;
-    setup) setup; setup_bindgen ;;
+    setup) setup; setup_bindgen; setup_postgres ;;
     *) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
