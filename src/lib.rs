@@ -9,12 +9,14 @@
 pub mod b64;
 pub mod config;
 pub mod contract;
+pub mod discovery;
 pub mod error;
 pub mod flow;
 pub mod guard;
 pub mod jwt;
 pub mod lockout;
 pub mod media_type;
+pub mod metrics;
 pub mod params;
 pub mod path;
 pub mod profile;
