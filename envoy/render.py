@@ -200,6 +200,10 @@ def compose_region(region: str, *, hosts: list[str] | None = None, wasm_path: st
         "sidecar": {"cluster": "tollgate_sidecar", "data_token": data_token, "authority": f"{region}-sidecar"},
         "public_paths": ["/demo/public/"],
         "realm": f"tollgate-{region}",
+        # RFC 8414 discovery: the region's public names as a TLS front would
+        # present them (the listener strips the port before the filter sees
+        # the authority); any other host gets the filter's JSON 404.
+        "issuers": [f"https://{h}" for h in hosts],
     }
     unknown_host = {
         "name": "unknown_host",
