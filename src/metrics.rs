@@ -1,6 +1,6 @@
 //! What the filter counts, and under which Envoy stat names. Pure: the request
 //! flow and the poller report outcomes; the host layer defines every metric of
-//! [`catalogue`] once per worker VM (Envoy shares a stat between VMs by name,
+//! [`Metric::all`] once per worker VM (Envoy shares a stat between VMs by name,
 //! so the workers' counts add up) and maps an outcome to its metric with
 //! [`Metric::index`].
 //!
