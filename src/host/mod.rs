@@ -6,6 +6,7 @@
 
 mod abi;
 mod http;
+mod metrics;
 mod root;
 mod sync;
 
@@ -20,4 +21,8 @@ proxy_wasm::main! {{
 
 pub(crate) fn log(level: LogLevel, message: &str) {
     let _ = abi::log(level as u32, message);
+}
+
+pub(crate) fn now_secs() -> u64 {
+    abi::current_time_nanos().map_or(0, |ns| ns / 1_000_000_000)
 }

@@ -5,6 +5,8 @@ median over rounds of requests/sec, p50 and p99 latency.
 Scenarios (all on the same Envoy, the same worker, the same cheap upstream):
   passthrough        no auth filter, GET /api/bench            -> upstream
   guard              Tollgate wasm filter, Bearer token         -> upstream
+  guard_nometrics    the same with "metrics": false (no counter hostcall)
+  guard_route        the same with identity_headers.set_by "route"
   guard_sidecar_1    the same, profiles from a sidecar holding 1 profile
   guard_sidecar_10k  the same, profiles from a sidecar holding 10,000 profiles
   jwt_authn          Envoy's native jwt_authn (HS256, no cache) -> upstream

@@ -20,6 +20,7 @@ RATIOS = (("guard", "passthrough"), ("guard_sidecar_1", "passthrough", "guard_si
           ("jwt_authn", "passthrough"),
           ("jwt_authn_cached", "passthrough"), ("token", "direct"),
           ("guard_sidecar_10k", "guard_sidecar_1", "guard10k/guard1"),
+          ("guard", "guard_nometrics", "guard/guard_nometrics"),
           ("guard", "guard_baseline", "guard/guard_baseline"),
           ("guard_sidecar_1", "guard_sidecar_baseline", "guard_sidecar/guard_sidecar_baseline"), ("token", "token_baseline", "token/token_baseline"))
 

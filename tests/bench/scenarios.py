@@ -30,7 +30,7 @@ BUFFER_FILTER = {"name": "envoy.filters.http.buffer",
                                   "max_request_bytes": 16384}}
 
 
-LISTENERS = ("passthrough", "tollgate", "tollgate_route", "jwt_authn", "jwt_authn_cached", "direct", "fake_upstream")
+LISTENERS = ("passthrough", "tollgate", "tollgate_nometrics", "tollgate_route", "jwt_authn", "jwt_authn_cached", "direct", "fake_upstream")
 
 
 def jwt_authn_filter(kid: str, key_hex: str, *, cache_size: int | None = None) -> dict:
@@ -67,6 +67,13 @@ def build_config(ports: dict, *, admin_port: int, wasm_path: str, profile: dict,
             {"match": {"path": TOKEN_PATH}, "route": {"cluster": render.SINK_LISTENER, "timeout": "30s"}},
             route_to("upstream"),
         ], [render.wasm_filter(wasm_path, plugin_config(profile), hold=True)]),
+        # The same filter, profile and routes with its metrics off: what
+        # counting costs.
+        render.listener("tollgate_nometrics", ports["tollgate_nometrics"], [
+            {"match": {"path": TOKEN_PATH}, "route": {"cluster": render.SINK_LISTENER, "timeout": "30s"}},
+            route_to("upstream"),
+        ], [render.wasm_filter(wasm_path, plugin_config(profile, metrics=False), hold=True,
+                               vm_id="tollgate_nometrics")]),
         # identity_headers.set_by "route": filter state, and the route sets
         # the headers and drops Authorization (its own vm_id: another config).
         render.listener("tollgate_route", ports["tollgate_route"], [
@@ -167,7 +174,8 @@ def preflight(env: BenchEnvoy, token: str, basic: str, direct_body: bytes,
     `sidecar_tokens`: sidecar-backed listener -> the token its scenario sends."""
     sidecar_tokens = sidecar_tokens or {}
     expect_status(env.ports["passthrough"], "GET", API_PATH, 200, "passthrough")
-    guarded = {name: token for name in ("tollgate", "tollgate_route", "jwt_authn", "jwt_authn_cached")} | sidecar_tokens
+    guarded = {name: token for name in ("tollgate", "tollgate_nometrics", "tollgate_route", "jwt_authn",
+                                        "jwt_authn_cached")} | sidecar_tokens
     for name, tok in guarded.items():
         port = env.ports[name]
         broken = tok[:-2] + ("AA" if not tok.endswith("AA") else "BB")
@@ -183,6 +191,13 @@ def preflight(env: BenchEnvoy, token: str, basic: str, direct_body: bytes,
             if other != name and (name in sidecar_tokens or other in sidecar_tokens):
                 expect_status(port, "GET", API_PATH, 401, f"{name} with {other}'s token",
                               {"Authorization": f"Bearer {other_tok}"})
+    # guard and guard_nometrics differ by the counting alone.
+    allowed = "wasmcustom.tollgate_guard_allowed_total"
+    for name, step in (("tollgate", 1), ("tollgate_nometrics", 0)):
+        before = env.stat(allowed)
+        expect_status(env.ports[name], "GET", API_PATH, 200, name, {"Authorization": f"Bearer {token}"})
+        if env.stat(allowed) - before != step:
+            raise BenchError(f"{name}: {allowed} moved by {env.stat(allowed) - before}, expected {step}")
     form = {"Content-Type": FORM, "Authorization": basic}
     expect_status(env.ports["tollgate"], "POST", TOKEN_PATH, 200, "token endpoint", form, TOKEN_BODY)
     expect_status(env.ports["tollgate"], "POST", TOKEN_PATH, 401, "token endpoint, wrong secret",
@@ -204,6 +219,8 @@ def scenarios(token: str, basic: str, sidecar_tokens: dict | None = None, baseli
     return [
         Scenario("passthrough", "passthrough", API_PATH, note="no auth filter"),
         Scenario("guard", "tollgate", API_PATH, bearer, note="Tollgate verifies the bearer token"),
+        Scenario("guard_nometrics", "tollgate_nometrics", API_PATH, bearer,
+                 note='the same with "metrics": false'),
         Scenario("guard_route", "tollgate_route", API_PATH, bearer,
                  note="guard with identity_headers.set_by route: filter state, no header mutation"),
         *([Scenario("guard_baseline", "baseline", API_PATH, bearer, note="guard, the --baseline-wasm build")]
