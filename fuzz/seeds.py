@@ -111,6 +111,7 @@ def seeds():
         '{"a":"1"',
         " \t\n{}",
         '{"a":1e999}',
+        Finding("finding-5-invalid-utf8-in-skipped-member", b'{"grant_type":"client_credentials","x":{"y":"\xff"}}'),
     ]
     rfc = rfc_body(CURL, [("grant_type", "client_credentials"), ("client_id", "id"), ("client_secret", "s e/c+")])
     s["multipart_multer"] = [
@@ -128,6 +129,8 @@ def seeds():
         "B\n--B\r\nContent-Disposition: form-data\r\n\r\nv\r\n--B--\r\n",
         "B\n" + rfc_body("B", [("a", "v")], eol="\n"),
         WEBKIT + "\n" + doc_body(WEBKIT, TRIPLE),
+        Finding("finding-4-lf-delimiter", "B\n--B\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nx\n"
+                "--B\r\nContent-Disposition: form-data; name=\"client_secret\"\r\n\r\nsecret\r\n--B--\r\n"),
     ]
     s["multipart_rfc"] = [
         parts(0, 1, [("grant_type", "client_credentials"), ("client_id", "id"), ("client_secret", "s e/c+")]),
@@ -254,6 +257,7 @@ def seeds():
         json.dumps(record(7, allowed_prefixes=["/a/../"])),
         json.dumps(record(8, client_id="")),
         json.dumps(dict(record(9), extra=1)),
+        Finding("finding-6-uppercase-id", json.dumps(record(10, id=hexs(10).upper().replace("0", "A")))),
     ]
     snap = json.dumps({"revision": 4, "profiles": [record(1), record(2)]})
     changes = json.dumps({"revision": 6, "changes": [{"id": hexs(1), "profile": record(1, allowed_prefixes=["/hr/"])},

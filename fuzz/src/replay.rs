@@ -39,3 +39,34 @@ fn every_target_has_a_binary() {
         assert!(bins.join(format!("{name}.rs")).exists(), "fuzz_targets/{name}.rs");
     }
 }
+
+/// Which open findings (`artifacts/<target>/finding-*`) still reproduce. Run
+/// by hand after a fix lands (`cargo test --lib --no-default-features --
+/// --ignored --nocapture`): a fixed one belongs in `corpus/<target>/`, where
+/// the replay above keeps it fixed. With `--features skip-open-findings`
+/// every one must pass (the long runs step over them).
+#[test]
+#[ignore = "a report, run by hand"]
+fn open_findings() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts");
+    let mut stepped_over_but_failing = Vec::new();
+    for (name, target) in TARGETS {
+        let Ok(dir) = std::fs::read_dir(root.join(name)) else { continue };
+        let mut files: Vec<_> = dir.map(|e| e.unwrap().path()).collect();
+        files.sort();
+        for file in files {
+            let data = std::fs::read(&file).unwrap();
+            let fails = catch_unwind(AssertUnwindSafe(|| target(&data))).is_err();
+            let verdict = match (fails, super::SKIP_OPEN_FINDINGS) {
+                (true, _) => "still open",
+                (false, true) => "stepped over",
+                (false, false) => "passes: move it to corpus/",
+            };
+            eprintln!("{name}/{}: {verdict}", file.file_name().unwrap().to_string_lossy());
+            if fails && super::SKIP_OPEN_FINDINGS {
+                stepped_over_but_failing.push(file.display().to_string());
+            }
+        }
+    }
+    assert!(stepped_over_but_failing.is_empty(), "not stepped over: {stepped_over_but_failing:?}");
+}
