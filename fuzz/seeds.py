@@ -226,6 +226,7 @@ def seeds():
         json.dumps({"profiles": [record(1)], "sidecar": {"cluster": "c", "data_token": "t"}}),
         json.dumps({"token_path": "/x/../y", "profiles": [record(1, kid="abc")]}),
         '{"unknown": 1}',
+        '{"public_paths":["/"],"profiles":[]}',
         "",
     ]
     s["path"] = [
@@ -243,6 +244,8 @@ def seeds():
         "/healthz\n/healthz?x",
         "/pub/\n/pub/../secret",
         "/a/b/\n/a/b/./c#frag",
+        "/sa'/%aes\n/sa'/%aes",
+        "/a%41/\n/a%41/x",
     ]
     stamp = b"3 7 1700000000"
     entry = f"{hexs(101)} client-1".encode()
