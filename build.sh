@@ -5,6 +5,7 @@
 #   ./build.sh run     Envoy + filter + sidecar + demo upstream on 127.0.0.1
 #   ./build.sh test    every test: fmt, clippy, unit (native and wasm under Node), end to end
 #   ./build.sh bench   wrk benchmark: ratios against passthrough, jwt_authn, direct_response
+#   ./build.sh oci     the .wasm as a Wasm OCI image (Istio's compat layout) in var/oci; prints its digest
 #   ./build.sh fuzz S  each fuzz target for S seconds (cargo-fuzz, fuzz/): one line per target
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -130,9 +131,22 @@ build() {
     say "tollgate.wasm: $((size / 1024)) KiB"
 }
 
+cmd_oci() {
+    # Daemonless and reproducible: the manifest digest printed here is the
+    # WasmPlugin's sha256 (without "sha256:"). Standard-library Python only.
+    setup_rust
+    say "building tollgate.wasm (release)"
+    cargo build -q --release --target wasm32-wasip1 -p tollgate
+    local version
+    version=$(awk -F'"' '/^version = / {print $2; exit}' Cargo.toml)
+    python3 envoy/istio/oci_image.py --wasm "$WASM" --out "$ROOT/var/oci" --tag "$version"
+}
+
 cmd_test() {
     setup
     setup_bindgen
+    # The registry round trip of the OCI image (tests/e2e/test_oci.py).
+    need_apt docker-registry:docker-registry skopeo:skopeo
     say "cargo fmt --check"
     cargo fmt --all --check
     say "clippy (host, all targets) and clippy (wasm32-wasip1 filter)"
@@ -147,8 +161,11 @@ cmd_test() {
     CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER="$TOOLS/bin/wasm-bindgen-test-runner" \
         cargo test -p tollgate --lib --no-default-features --target wasm32-unknown-unknown
     build
+    say "OCI image (./build.sh oci)"
+    cmd_oci
     say "end-to-end tests: real Envoy (2 workers) + filter + sidecar + upstream"
     TOLLGATE_ENVOY="$VENV/bin/envoy" TOLLGATE_WASM="$WASM" TOLLGATE_SIDECAR="$SIDECAR" \
+        TOLLGATE_OCI_LAYOUT="$ROOT/var/oci" \
         "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/e2e "$@"
 }
 
@@ -170,7 +187,8 @@ case "${1:-}" in
     run) shift; cmd_run "$@" ;;
     test) shift; cmd_test "$@" ;;
     bench) shift; cmd_bench "$@" ;;
+    oci) cmd_oci ;;
     fuzz) shift; cmd_fuzz "$@" ;;
     setup) setup; setup_bindgen ;;
-    *) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

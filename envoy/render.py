@@ -116,6 +116,105 @@ def gateway(*, port: int, admin_port: int, upstream_port: int, wasm_path: str, p
     return bootstrap(admin_port, [main, sink_listener], clusters)
 
 
+# --- The Istio shape -----------------------------------------------------
+# What istiod and its agent hand Envoy for a WasmPlugin (Istio 1.30: the
+# WasmPlugin is translated into a TrafficExtension named
+# `<name>~istio-translated-wasmplugin`, pilot/pkg/config/kube/extensions/
+# translate.go; the filter is an ECDS reference, pilot/pkg/networking/core/
+# extension/extensionfilter.go; its PluginConfig is built by
+# pilot/pkg/model/extensions.go, and the agent swaps the remote code for the
+# downloaded file, pkg/wasm/convert.go). Mirrored here so the e2e suite runs
+# the filter exactly as Istio would load it.
+
+WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+RBAC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
+TOKEN_SINK_ROUTE = "tollgate-token-sink"
+
+
+def istio_cluster(service: str, namespace: str, port: int) -> str:
+    """Istio's name for the outbound cluster of a Kubernetes Service port."""
+    return f"outbound|{port}||{service}.{namespace}.svc.cluster.local"
+
+
+def istio_plugin_json(plugin_config: dict) -> str:
+    """pluginConfig as istiod serialises it (protojson of a Struct: compact,
+    keys sorted), passed to the plugin as a StringValue."""
+    return json.dumps(plugin_config, sort_keys=True, separators=(",", ":"))
+
+
+def istio_wasm_extension(wasm_path: str, plugin_config: dict, *, name: str = "tollgate",
+                         namespace: str = "istio-system", plugin_name: str = "tollgate",
+                         kind: str = "WasmPlugin") -> dict:
+    """The ECDS resource (TypedExtensionConfig) for one WasmPlugin (or
+    TrafficExtension) after the agent downloaded its image: no vm_id (so every
+    plugin in the proxy shares one shared-data space), root_id = pluginName,
+    no allow_on_headers_stop_iteration (the plugin must run its no-hold
+    token path), fail-closed, the code a local file."""
+    resource = f"{namespace}.{name}" + ("~istio-translated-wasmplugin" if kind == "WasmPlugin" else "")
+    return {
+        "name": "extensions.istio.io/trafficextension/" + resource,
+        "typed_config": {"@type": WASM_TYPE, "config": {
+            "name": resource,
+            "root_id": plugin_name,
+            "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                              "value": istio_plugin_json(plugin_config)},
+            "vm_config": {"runtime": "envoy.wasm.runtime.v8",
+                          "code": {"local": {"filename": str(wasm_path)}}},
+            "failure_policy": "FAIL_CLOSED",
+        }},
+    }
+
+
+def ecds_document(extension: dict) -> dict:
+    """A file for Envoy's path_config_source: the discovery response istiod
+    would send over ADS."""
+    return {"version_info": "1", "resources": [
+        {"@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig", **extension}]}
+
+
+def istio_listener(name: str, port: int, extension_name: str, ecds_path: str, upstream: str, *,
+                   token_path: str = "/oauth2/token", buffer_bytes: int = 16384) -> dict:
+    """A gateway listener as Istio builds it with envoy/istio/*.yaml applied:
+    the AUTHN-phase filter as an ECDS reference that blocks the listener until
+    it arrives; the token route (VirtualService `tollgate-token-sink`, a 404
+    directResponse) and the EnvoyFilter's buffer filter, disabled except on
+    that route, so a token request is answered by the filter after its body
+    and its headers never reach the router."""
+    ecds = {"name": extension_name, "config_discovery": {
+        "config_source": {"path_config_source": {"path": str(ecds_path)},
+                          "resource_api_version": "V3", "initial_fetch_timeout": "0s"},
+        "type_urls": [WASM_TYPE, RBAC_TYPE]}}
+    buffer = {"name": "envoy.filters.http.buffer", "disabled": True,
+              "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+                               "max_request_bytes": buffer_bytes}}
+    routes = [
+        {"name": TOKEN_SINK_ROUTE, "match": {"path": token_path},
+         "direct_response": {"status": 404},
+         "typed_per_filter_config": {"envoy.filters.http.buffer": {
+             "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+             "config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
+                        "buffer": {"max_request_bytes": buffer_bytes}}}}},
+        {"match": {"prefix": "/"}, "route": {"cluster": upstream}},
+    ]
+    return listener(name, port, routes, [ecds, buffer])
+
+
+def istio_gateway(*, admin_port: int, upstream_port: int, gateways: list[dict], sidecars: dict[str, int]) -> dict:
+    """One Envoy with one listener per entry of `gateways`
+    ({"name", "port", "extension_name", "ecds_path"}), each with its own
+    Tollgate plugin, and the sidecar clusters named as Istio names them
+    ({cluster name: loopback port})."""
+    upstream = istio_cluster("api", "default", 8080)
+    listeners = [istio_listener(g["name"], g["port"], g["extension_name"], g["ecds_path"], upstream)
+                 for g in gateways]
+    clusters = [cluster(upstream, upstream_port)] + [cluster(n, p) for n, p in sidecars.items()]
+    # xDS subscriptions (ECDS here) need a node identity; this one is shaped
+    # like an Istio gateway's.
+    node = {"id": "router~127.0.0.1~istio-ingressgateway.istio-system~istio-system.svc.cluster.local",
+            "cluster": "istio-ingressgateway.istio-system"}
+    return {"node": node, **bootstrap(admin_port, listeners, clusters)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("out")

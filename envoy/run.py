@@ -95,6 +95,9 @@ def main() -> None:
             raise SystemExit(f"run: 127.0.0.1:{p} is in use; set {var} to another port")
 
     (VAR / "log").mkdir(parents=True, exist_ok=True)
+    # var/ holds the profile store, its key file and the API tokens: ours only
+    # (the sidecar warns about a directory other users can list).
+    VAR.chmod(0o700)
     db = VAR / "tollgate.db"
     admin_token_file, admin_token = secret_file("admin-token")
     data_token_file, data_token = secret_file("data-token")

@@ -287,6 +287,17 @@ def seeds():
         b"\x01\xff",
         b"\x00\x00not json",
     ]
+    import struct
+    def entry(fp, window_start, locked_until, failures, strikes):
+        return struct.pack("<QQQII", fp, window_start, locked_until, failures, strikes)
+    now = 1700000000
+    s["lockout"] = [
+        b"client-1\n10.0.0.1:5555\n",
+        b"client-1\n[2001:db8::1]:443\n" + entry(1, now, 0, 2, 0) + entry(2, now, 0, 4, 0),
+        b"client-1\n2001:db8::1\n" + entry(0, now - 10, now + 30, 0, 3) * 4,
+        b"\n10.0.0.1\n" + entry(2**64 - 1, 2**64 - 1, 2**64 - 1, 2**32 - 1, 2**32 - 1) * 4,
+        b"c\n\n" + b"1 2 3 4 5",
+    ]
     return s
 
 

@@ -7,9 +7,12 @@ use std::rc::Rc;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
 
+use crate::lockout::Lockout;
 use crate::path;
 use crate::profile::{ProfileRecord, ProfileSet};
+use crate::shared;
 
 /// The document, field by field. Each top-level field (and each profile) is
 /// decoded on its own so an error can name its path without the weight of a
@@ -26,8 +29,10 @@ struct RawConfig {
     max_token_request_bytes: usize,
     hold_token_request_headers: bool,
     verified_token_cache_size: usize,
+    shared_data_namespace: String,
     profiles: Option<Vec<ProfileRecord>>,
     sidecar: Option<RawSidecar>,
+    lockout: RawLockout,
 }
 
 impl Default for RawConfig {
@@ -43,8 +48,10 @@ impl Default for RawConfig {
             max_token_request_bytes: 16 * 1024,
             hold_token_request_headers: false,
             verified_token_cache_size: 4096,
+            shared_data_namespace: shared::DEFAULT_NAMESPACE.into(),
             profiles: None,
             sidecar: None,
+            lockout: RawLockout::default(),
         }
     }
 }
@@ -59,6 +66,33 @@ struct RawIdentityHeaders {
 impl Default for RawIdentityHeaders {
     fn default() -> Self {
         Self { client_id: "x-tollgate-client-id".into(), profile_id: "x-tollgate-profile-id".into() }
+    }
+}
+
+/// Decoded member by member like the document itself, so an error names
+/// `lockout.<field>` (and no derive adds to the .wasm).
+#[derive(Debug)]
+struct RawLockout {
+    enabled: bool,
+    max_failures: u32,
+    window_seconds: u64,
+    base_seconds: u64,
+    max_seconds: u64,
+    per_source_max_failures: u32,
+    slots: u32,
+}
+
+impl Default for RawLockout {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_failures: 10,
+            window_seconds: 60,
+            base_seconds: 60,
+            max_seconds: 900,
+            per_source_max_failures: 100,
+            slots: 4096,
+        }
     }
 }
 
@@ -112,8 +146,13 @@ pub struct Config {
     /// it the host turns Pause into "stop all" and the body never arrives.
     pub hold_token_request_headers: bool,
     pub cache_size: usize,
+    /// Prefix of every shared-data key this plugin uses: plugins sharing a
+    /// `vm_id` (Istio sets none) need distinct namespaces.
+    pub shared_data_namespace: String,
     pub static_profiles: Option<Rc<ProfileSet>>,
     pub sidecar: Option<SidecarConfig>,
+    /// Brute-force lockout at the token endpoint; `None` when disabled.
+    pub lockout: Option<Lockout>,
 }
 
 /// A refused configuration: the field (a JSON path) and the problem.
@@ -154,16 +193,53 @@ impl RawConfig {
                 "max_token_request_bytes" => raw.max_token_request_bytes = field(value, name)?,
                 "hold_token_request_headers" => raw.hold_token_request_headers = field(value, name)?,
                 "verified_token_cache_size" => raw.verified_token_cache_size = field(value, name)?,
+                "shared_data_namespace" => raw.shared_data_namespace = field(value, name)?,
                 "sidecar" => raw.sidecar = Some(field(value, name)?),
+                "lockout" => raw.lockout = RawLockout::from_value(value)?,
                 "profiles" => {
                     let items: Vec<Box<RawValue>> = field(value, name)?;
                     let mut profiles = Vec::with_capacity(items.len());
                     for (i, item) in items.iter().enumerate() {
-                        profiles.push(field(item, &format!("profiles[{i}]"))?);
+                        let at = format!("profiles[{i}]");
+                        // The data feed ignores unknown record fields (see
+                        // contract.rs); here one is a typo, e.g. `disable`.
+                        if let Ok(JsonObject(members)) = field::<JsonObject>(item, &at) {
+                            if let Some((unknown, _)) =
+                                members.iter().find(|(k, _)| !ProfileRecord::FIELDS.contains(&k.as_str()))
+                            {
+                                return Err(err(at, format!("unknown field `{unknown}`")));
+                            }
+                        }
+                        profiles.push(field(item, &at)?);
                     }
                     raw.profiles = Some(profiles);
                 }
                 other => return Err(err(other, "unknown field")),
+            }
+        }
+        Ok(raw)
+    }
+}
+
+impl RawLockout {
+    fn from_value(value: &RawValue) -> Result<Self, ConfigError> {
+        let mut raw = Self::default();
+        let members: JsonObject = field(value, "lockout")?;
+        let mut seen = std::collections::HashSet::new();
+        for (name, value) in &members.0 {
+            let path = format!("lockout.{name}");
+            if !seen.insert(name.as_str()) {
+                return Err(err(path, "appears more than once"));
+            }
+            match name.as_str() {
+                "enabled" => raw.enabled = field(value, &path)?,
+                "max_failures" => raw.max_failures = field(value, &path)?,
+                "window_seconds" => raw.window_seconds = field(value, &path)?,
+                "base_seconds" => raw.base_seconds = field(value, &path)?,
+                "max_seconds" => raw.max_seconds = field(value, &path)?,
+                "per_source_max_failures" => raw.per_source_max_failures = field(value, &path)?,
+                "slots" => raw.slots = field(value, &path)?,
+                _ => return Err(err(path, "unknown field")),
             }
         }
         Ok(raw)
@@ -201,6 +277,48 @@ fn field<T: serde::de::DeserializeOwned>(value: &RawValue, name: &str) -> Result
         let msg = msg.find(" at line ").map_or(msg.as_str(), |i| &msg[..i]).to_owned();
         err(name, msg)
     })
+}
+
+fn lockout(raw: &RawLockout, document: &[u8]) -> Result<Option<Lockout>, ConfigError> {
+    if !raw.enabled {
+        return Ok(None);
+    }
+    if !(1..=10_000).contains(&raw.max_failures) {
+        return Err(err("lockout.max_failures", "must be between 1 and 10000"));
+    }
+    if !(1..=86_400).contains(&raw.window_seconds) {
+        return Err(err("lockout.window_seconds", "must be between 1 and 86400"));
+    }
+    if !(1..=86_400).contains(&raw.base_seconds) {
+        return Err(err("lockout.base_seconds", "must be between 1 and 86400"));
+    }
+    if !(raw.base_seconds..=86_400).contains(&raw.max_seconds) {
+        return Err(err("lockout.max_seconds", "must be between base_seconds and 86400 (no permanent lockout)"));
+    }
+    if raw.per_source_max_failures > 1_000_000 {
+        return Err(err("lockout.per_source_max_failures", "must be at most 1000000 (0 turns it off)"));
+    }
+    if !(16..=65_536).contains(&raw.slots) {
+        return Err(err("lockout.slots", "must be between 16 and 65536"));
+    }
+    // The slot hash key must be the same on every worker (they share the
+    // table) and unknown to clients (so nobody can aim at a victim's slot):
+    // the configuration holds a sidecar data token or signing keys, and every
+    // worker parses the same bytes.
+    let digest = Sha256::new().chain_update(b"tollgate lockout slot key v1\0").chain_update(document).finalize();
+    let mut k0 = [0u8; 8];
+    let mut k1 = [0u8; 8];
+    k0.copy_from_slice(&digest[..8]);
+    k1.copy_from_slice(&digest[8..16]);
+    Ok(Some(Lockout {
+        max_failures: raw.max_failures,
+        window_seconds: raw.window_seconds,
+        base_seconds: raw.base_seconds,
+        max_seconds: raw.max_seconds,
+        per_source_max_failures: raw.per_source_max_failures,
+        slots: raw.slots,
+        hash_key: (u64::from_le_bytes(k0), u64::from_le_bytes(k1)),
+    }))
 }
 
 fn err(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
@@ -257,6 +375,9 @@ impl Config {
         if !(1..=1_000_000).contains(&raw.verified_token_cache_size) {
             return Err(err("verified_token_cache_size", "must be between 1 and 1000000"));
         }
+        if !shared::is_namespace(&raw.shared_data_namespace) {
+            return Err(err("shared_data_namespace", "must be 1 to 64 ASCII letters, digits, '-' or '_'"));
+        }
         let static_profiles = match &raw.profiles {
             None => None,
             Some(records) => Some(Rc::new(
@@ -288,6 +409,7 @@ impl Config {
                 })
             }
         };
+        let lockout = lockout(&raw.lockout, bytes)?;
         if static_profiles.is_some() && sidecar.is_some() {
             return Err(err("profiles", "set either a static profiles list or a sidecar, not both"));
         }
@@ -306,8 +428,10 @@ impl Config {
             max_body_bytes: raw.max_token_request_bytes,
             hold_token_request_headers: raw.hold_token_request_headers,
             cache_size: raw.verified_token_cache_size,
+            shared_data_namespace: raw.shared_data_namespace,
             static_profiles,
             sidecar,
+            lockout,
         })
     }
 
@@ -379,6 +503,10 @@ pub(crate) mod tests {
         let e = refused(r#"{"profiles":[{"id":"x"}]}"#);
         assert_eq!(e.field, "profiles[0]");
         assert!(e.problem.contains("missing field `client_id`"));
+        let mut typo = serde_json::to_value(crate::profile::tests::record(1)).unwrap();
+        typo["disable"] = true.into();
+        let e = refused(&serde_json::json!({ "profiles": [typo] }).to_string());
+        assert_eq!((e.field.as_str(), e.problem.as_str()), ("profiles[0]", "unknown field `disable`"));
         let e = refused(r#"{"identity_headers":{"clientid":"a"}}"#);
         assert_eq!(e.field, "identity_headers");
         assert!(e.problem.contains("unknown field `clientid`"));
@@ -393,11 +521,66 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn lockout_config() {
+        let on = static_config(serde_json::json!({})).lockout.unwrap();
+        assert_eq!(
+            (on.max_failures, on.window_seconds, on.base_seconds, on.max_seconds, on.per_source_max_failures),
+            (10, 60, 60, 900, 100)
+        );
+        assert_eq!(on.slots, 4096);
+        assert!(static_config(serde_json::json!({"lockout": {"enabled": false}})).lockout.is_none());
+        let c = static_config(serde_json::json!({"lockout": {"max_failures": 3, "per_source_max_failures": 0}}));
+        let l = c.lockout.unwrap();
+        assert_eq!((l.max_failures, l.per_source_max_failures, l.window_seconds), (3, 0, 60));
+        // Same document, same key (every worker); another document, another.
+        assert_eq!(
+            l.hash_key,
+            static_config(serde_json::json!({"lockout": {"max_failures": 3, "per_source_max_failures": 0}}))
+                .lockout
+                .unwrap()
+                .hash_key
+        );
+        assert_ne!(l.hash_key, on.hash_key);
+        for (lockout, field) in [
+            (r#"{"max_failures":0}"#, "lockout.max_failures"),
+            (r#"{"window_seconds":0}"#, "lockout.window_seconds"),
+            (r#"{"base_seconds":0}"#, "lockout.base_seconds"),
+            (r#"{"base_seconds":60,"max_seconds":30}"#, "lockout.max_seconds"),
+            (r#"{"max_seconds":100000}"#, "lockout.max_seconds"),
+            (r#"{"per_source_max_failures":2000000}"#, "lockout.per_source_max_failures"),
+            (r#"{"slots":1}"#, "lockout.slots"),
+            (r#"{"max_failure":3}"#, "lockout.max_failure"),
+            (r#"{"max_failures":-1}"#, "lockout.max_failures"),
+            (r#"{"slots":16,"slots":16}"#, "lockout.slots"),
+            (r#"true"#, "lockout"),
+        ] {
+            let e = refused(&format!(r#"{{"lockout":{lockout},"profiles":[]}}"#));
+            assert_eq!(e.field, field, "{lockout}: {e}");
+        }
+    }
+
+    #[test]
     fn sidecar_config() {
         let c = Config::parse(br#"{"sidecar":{"cluster":"sc","data_token":"0123456789abcdef0123"}}"#).unwrap();
         let s = c.sidecar.unwrap();
         assert_eq!((s.cluster.as_str(), s.long_poll_seconds, s.max_staleness_seconds), ("sc", 25, None));
         assert!(c.static_profiles.is_none());
+        assert_eq!(c.shared_data_namespace, "tollgate");
+    }
+
+    #[test]
+    fn shared_data_namespace() {
+        let c = Config::parse(
+            br#"{"shared_data_namespace":"gw-b","sidecar":{"cluster":"outbound|8081||s.ns.svc.cluster.local","data_token":"0123456789abcdef0123"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.shared_data_namespace, "gw-b");
+        for bad in [r#""""#, r#""a.b""#, r#""a b""#, "7"] {
+            let doc = format!(
+                r#"{{"shared_data_namespace":{bad},"sidecar":{{"cluster":"c","data_token":"0123456789abcdef0123"}}}}"#
+            );
+            assert_eq!(refused(&doc).field, "shared_data_namespace", "{bad}");
+        }
     }
 
     #[test]

@@ -20,6 +20,10 @@ pub enum TokenError {
     /// No profile snapshot, or it is too old: refuse rather than mint on
     /// unknown data (503).
     Unavailable(&'static str),
+    /// Too many failed authentications for this client id (or, for unknown
+    /// client ids, this source): 429 with `Retry-After`, decided before the
+    /// secret is looked at, so the right secret gets it too.
+    LockedOut { retry_after: u64 },
 }
 
 impl TokenError {
@@ -30,6 +34,7 @@ impl TokenError {
             Self::BodyTooLarge => 413,
             Self::InvalidClient { .. } => 401,
             Self::Unavailable(_) => 503,
+            Self::LockedOut { .. } => 429,
         }
     }
 
@@ -38,7 +43,9 @@ impl TokenError {
             Self::MethodNotAllowed | Self::InvalidRequest(_) | Self::BodyTooLarge => "invalid_request",
             Self::UnsupportedGrantType => "unsupported_grant_type",
             Self::InvalidClient { .. } => "invalid_client",
-            Self::Unavailable(_) => "temporarily_unavailable",
+            // RFC 6749 §5.2 has no code for throttling; this is the one
+            // client libraries map to "try again later".
+            Self::Unavailable(_) | Self::LockedOut { .. } => "temporarily_unavailable",
         }
     }
 
@@ -48,6 +55,7 @@ impl TokenError {
             Self::InvalidRequest(d) | Self::InvalidClient { description: d, .. } | Self::Unavailable(d) => d,
             Self::BodyTooLarge => "the request body exceeds the configured limit",
             Self::UnsupportedGrantType => "only grant_type=client_credentials is supported",
+            Self::LockedOut { .. } => "too many failed client authentications; retry later",
         }
     }
 }

@@ -11,8 +11,9 @@ use crate::media_type::BodyFormat;
 use crate::path;
 use crate::profile::ProfileLookup;
 use crate::response::LocalResponse;
+use crate::shared::SharedStore;
 use crate::token_endpoint;
-use crate::token_request::{self, RequestHead};
+use crate::token_request::{self, ClientCredentials, RequestHead};
 
 /// What the host offers a request. Reads are by name; the profile set comes
 /// with its generation (see [`guard`]) or the reason none is usable.
@@ -24,6 +25,11 @@ pub trait RequestHost {
     fn now_secs(&self) -> u64;
     fn jti(&mut self) -> [u8; 16];
     fn profiles(&mut self) -> Result<(Rc<dyn ProfileLookup>, u64), &'static str>;
+    /// The downstream peer (`source.address`, `ip:port`), for the lockout's
+    /// per-source bucket; asked for only when that bucket is needed.
+    fn source_address(&self) -> Option<String>;
+    /// Shared data (all workers of this Envoy), where lockout counters live.
+    fn shared_store(&self) -> &dyn SharedStore;
     /// Outcome logging (debug level). Formatted only if the host will keep
     /// it. Callers never pass secrets or tokens.
     fn log(&self, message: std::fmt::Arguments);
@@ -176,8 +182,7 @@ impl RequestFlow {
         };
         let outcome = token_request::parse(&head.view(), &format, body).and_then(|creds| {
             let (set, _) = host.profiles().map_err(TokenError::Unavailable)?;
-            let jti = host.jti();
-            token_endpoint::issue(&creds, &*set, host.now_secs(), cfg.token_lifetime, &jti)
+            issue_with_lockout(host, cfg, &creds, &*set)
         });
         match outcome {
             // Success is not logged: the access log has it, and the hot path
@@ -199,6 +204,33 @@ impl RequestFlow {
     }
 }
 
+/// Client authentication behind the brute-force lockout ([`crate::lockout`]):
+/// the lock is checked before the secret is, so a locked client gets the same
+/// 429 with the right secret, and only authentication failures are counted.
+fn issue_with_lockout(
+    host: &mut impl RequestHost,
+    cfg: &Config,
+    creds: &ClientCredentials,
+    set: &dyn ProfileLookup,
+) -> Result<String, TokenError> {
+    let now = host.now_secs();
+    let jti = host.jti();
+    let Some(lock) = &cfg.lockout else {
+        return token_endpoint::issue(creds, set, now, cfg.token_lifetime, &jti);
+    };
+    let known = set.by_client_id(&creds.client_id).is_some().then_some(creds.client_id.as_str());
+    let source = || host.source_address();
+    lock.check(host.shared_store(), known, &source, now)
+        .map_err(|l| TokenError::LockedOut { retry_after: l.retry_after })?;
+    let outcome = token_endpoint::issue(creds, set, now, cfg.token_lifetime, &jti);
+    if let Err(TokenError::InvalidClient { .. }) = outcome {
+        if let Some(l) = lock.record_failure(host.shared_store(), known, &source, now) {
+            host.log(format_args!("token endpoint: locked out for {} s after repeated failures", l.retry_after));
+        }
+    }
+    outcome
+}
+
 #[cfg(test)]
 mod tests {
     #[cfg(target_arch = "wasm32")]
@@ -208,6 +240,7 @@ mod tests {
     use crate::b64;
     use crate::config::tests::static_config;
     use crate::profile::tests::record;
+    use crate::shared::tests::MemStore;
 
     /// A fake host: a header map, a body, and what the filter did.
     #[derive(Default)]
@@ -219,6 +252,8 @@ mod tests {
         counter: u8,
         unavailable: bool,
         set: Option<Rc<crate::profile::ProfileSet>>,
+        store: MemStore,
+        source: Option<String>,
     }
 
     impl RequestHost for Fake {
@@ -253,6 +288,12 @@ mod tests {
                 .set
                 .get_or_insert_with(|| Rc::new(crate::profile::ProfileSet::from_records(&[record(1)]).unwrap()));
             Ok((Rc::clone(set) as Rc<dyn ProfileLookup>, 1))
+        }
+        fn source_address(&self) -> Option<String> {
+            self.source.clone()
+        }
+        fn shared_store(&self) -> &dyn SharedStore {
+            &self.store
         }
         fn log(&self, message: std::fmt::Arguments) {
             let message = message.to_string();
@@ -385,5 +426,77 @@ mod tests {
         g.unavailable = true;
         RequestFlow::default().on_request_headers(&mut g, &cfg, &mut cache, true);
         assert_eq!(g.response.unwrap().status, 503);
+    }
+
+    /// A form token request for `client_id`/`secret`, sharing `store` (as the
+    /// workers of one Envoy share shared data), from `source`.
+    fn attempt(cfg: &Config, store: &MemStore, source: &str, client_id: &str, secret: &str, now: u64) -> LocalResponse {
+        let mut h = fake(
+            &[(":method", "POST"), (":path", "/oauth2/token"), FORM],
+            &format!("grant_type=client_credentials&client_id={client_id}&client_secret={secret}"),
+        );
+        h.store = store.clone();
+        h.source = Some(source.to_owned());
+        h.now = now;
+        token(cfg, &mut h);
+        h.response.unwrap()
+    }
+
+    #[test]
+    fn lockout_answers_429_whatever_the_secret_then_lets_go() {
+        let cfg =
+            static_config(serde_json::json!({"lockout": {"max_failures": 3, "base_seconds": 5, "max_seconds": 20}}));
+        let store = MemStore::default();
+        let t = 1_700_000_000;
+        for _ in 0..3 {
+            assert_eq!(attempt(&cfg, &store, "10.0.0.1:1", "client-1", "nope", t).status, 401);
+        }
+        let wrong = attempt(&cfg, &store, "10.0.0.1:1", "client-1", "nope", t + 1);
+        let right = attempt(&cfg, &store, "10.0.0.2:1", "client-1", "secret-1", t + 1);
+        assert_eq!((wrong.status, wrong.header("retry-after")), (429, Some("4")));
+        assert_eq!(wrong, right, "no oracle: the same answer for the right secret");
+        assert_eq!(json(&right)["error"], "temporarily_unavailable");
+        assert_eq!(attempt(&cfg, &store, "10.0.0.1:1", "client-1", "secret-1", t + 5).status, 200);
+        // The next lock doubles.
+        for _ in 0..3 {
+            attempt(&cfg, &store, "10.0.0.1:1", "client-1", "nope", t + 6);
+        }
+        assert_eq!(
+            attempt(&cfg, &store, "10.0.0.1:1", "client-1", "secret-1", t + 6).header("retry-after"),
+            Some("10")
+        );
+    }
+
+    #[test]
+    fn unknown_client_ids_lock_their_source_not_known_clients() {
+        let cfg = static_config(serde_json::json!({"lockout": {"per_source_max_failures": 4}}));
+        let store = MemStore::default();
+        let t = 1_700_000_000;
+        for i in 0..4 {
+            assert_eq!(attempt(&cfg, &store, "192.0.2.9:7", &format!("spray-{i}"), "x", t).status, 401);
+        }
+        let r = attempt(&cfg, &store, "192.0.2.9:8", "spray-99", "x", t);
+        assert_eq!((r.status, r.header("retry-after")), (429, Some("60")));
+        assert_eq!(attempt(&cfg, &store, "192.0.2.10:7", "spray-99", "x", t).status, 401, "other source");
+        assert_eq!(attempt(&cfg, &store, "192.0.2.9:7", "client-1", "secret-1", t).status, 200, "known client");
+    }
+
+    #[test]
+    fn lockout_disabled_and_malformed_requests_do_not_count() {
+        let cfg = static_config(serde_json::json!({"lockout": {"enabled": false}}));
+        let store = MemStore::default();
+        for _ in 0..50 {
+            assert_eq!(attempt(&cfg, &store, "10.0.0.1:1", "client-1", "nope", 0).status, 401);
+        }
+        assert!(store.0.borrow().is_empty());
+        let cfg = static_config(serde_json::json!({"lockout": {"max_failures": 1}}));
+        for _ in 0..5 {
+            let mut h = fake(&[(":method", "POST"), (":path", "/oauth2/token"), FORM], "grant_type=password");
+            h.store = store.clone();
+            token(&cfg, &mut h);
+            assert_eq!(h.response.unwrap().status, 400);
+        }
+        assert!(store.0.borrow().is_empty(), "only authentication failures count");
+        assert_eq!(attempt(&cfg, &store, "10.0.0.1:1", "client-1", "secret-1", 0).status, 200);
     }
 }

@@ -8,10 +8,12 @@
 
 pub mod b64;
 pub mod config;
+pub mod contract;
 pub mod error;
 pub mod flow;
 pub mod guard;
 pub mod jwt;
+pub mod lockout;
 pub mod media_type;
 pub mod params;
 pub mod path;

@@ -1,37 +1,21 @@
 //! Access profiles: who may get a token (client id + SHA-256 of the secret),
 //! which key signs it (`kid` + HS256 key) and where the token may go (allowed
-//! path prefixes). One wire format serves the static config list and the
-//! sidecar's data API, so both go through the same validation.
+//! path prefixes). One wire format ([`ProfileRecord`], defined in
+//! [`crate::contract`]) serves the static config list and the sidecar's data
+//! API, so both go through the same validation.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::rc::Rc;
 
 use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+pub use crate::contract::ProfileRecord;
 use crate::path;
 
 type HmacSha256 = Hmac<Sha256>;
-
-/// A profile as it arrives (config JSON or the sidecar's data API).
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProfileRecord {
-    pub id: String,
-    pub client_id: String,
-    pub client_secret_sha256: String,
-    pub kid: String,
-    pub signing_key: String,
-    pub allowed_prefixes: Vec<String>,
-    #[serde(default)]
-    pub disabled: bool,
-    /// Informational; the sidecar sends it, the filter ignores it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-}
 
 /// Why a profile record was refused. Never carries key or hash material.
 #[derive(Clone, Debug, PartialEq, Eq)]

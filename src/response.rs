@@ -45,6 +45,7 @@ impl LocalResponse {
             TokenError::InvalidClient { basic: true, .. } => {
                 resp.headers.push(("www-authenticate", format!("Basic realm=\"{realm}\"")))
             }
+            TokenError::LockedOut { retry_after } => resp.headers.push(("retry-after", retry_after.max(1).to_string())),
             _ => {}
         }
         resp
@@ -108,6 +109,17 @@ mod tests {
         assert_eq!(LocalResponse::token_error(e, "r").header("www-authenticate"), Some("Basic realm=\"r\""));
         let e = TokenError::InvalidClient { description: "d", basic: false };
         assert_eq!(LocalResponse::token_error(e, "r").header("www-authenticate"), None);
+    }
+
+    #[test]
+    fn locked_out_is_429_with_retry_after() {
+        let r = LocalResponse::token_error(TokenError::LockedOut { retry_after: 42 }, "r");
+        assert_eq!((r.status, r.header("retry-after")), (429, Some("42")));
+        assert_eq!(r.header("www-authenticate"), None);
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["error"], "temporarily_unavailable");
+        let r = LocalResponse::token_error(TokenError::LockedOut { retry_after: 0 }, "r");
+        assert_eq!(r.header("retry-after"), Some("1"), "never 0: that would invite an immediate retry");
     }
 
     #[test]

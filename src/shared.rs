@@ -3,16 +3,18 @@
 //! writes with. Pure: the store is a trait the host implements with
 //! `get_shared_data`/`set_shared_data`, and tests with a map.
 //!
-//! Layout (one namespace per `vm_id`):
-//! * `tollgate.stamp` = `generation revision synced_at`: written last, with
+//! Layout, under the plugin's key namespace `<ns>` (`shared_data_namespace`,
+//! default `tollgate`; see [`Namespaced`]):
+//! * `<ns>.stamp` = `generation revision synced_at`: written last, with
 //!   CAS; `generation` moves on every content change, so a worker compares one
 //!   small value per request and re-reads profiles only when it moved.
-//! * `tollgate.kid.<kid>` = the profile record (JSON), `tollgate.cid.<client
-//!   id>` = its kid. An empty value means absent (shared data cannot delete).
-//! * `tollgate.id.<id>` = `kid client_id`: what a profile id owns, so a
+//! * `<ns>.kid.<kid>` = the profile record (JSON), `<ns>.cid.<client id>` =
+//!   its kid. An empty value means absent (shared data cannot delete).
+//! * `<ns>.id.<id>` = `kid client_id`: what a profile id owns, so a
 //!   deletion (which names only the id) can blank its keys whoever wrote them.
-//! * `tollgate.index` = the profile ids, one a line: rewritten only when the
+//! * `<ns>.index` = the profile ids, one a line: rewritten only when the
 //!   set of ids changes, read when a poller takes over.
+//! * `<ns>.lease` = the poller lease.
 //!
 //! Per-profile keys keep a change cheap for 10,000 profiles: a rotation
 //! rewrites a few small keys and the stamp, whatever the number of profiles,
@@ -22,24 +24,32 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use serde::Deserialize;
+use crate::contract::{Changes, ProfileRecord, Snapshot};
+use crate::profile::{Profile, ProfileLookup};
 
-use crate::profile::{Profile, ProfileLookup, ProfileRecord};
-
-pub const STAMP_KEY: &str = "tollgate.stamp";
-pub const INDEX_KEY: &str = "tollgate.index";
-pub const LEASE_KEY: &str = "tollgate.lease";
+// Keys relative to the namespace; [`Namespaced`] adds `<ns>.` in front.
+pub const STAMP_KEY: &str = "stamp";
+pub const INDEX_KEY: &str = "index";
+pub const LEASE_KEY: &str = "lease";
 
 pub fn kid_key(kid: &str) -> String {
-    format!("tollgate.kid.{kid}")
+    format!("kid.{kid}")
 }
 
 pub fn cid_key(client_id: &str) -> String {
-    format!("tollgate.cid.{client_id}")
+    format!("cid.{client_id}")
 }
 
 pub fn id_key(id: &str) -> String {
-    format!("tollgate.id.{id}")
+    format!("id.{id}")
+}
+
+pub const DEFAULT_NAMESPACE: &str = "tollgate";
+
+/// Whether `ns` may name a key namespace: 1 to 64 letters, digits, `-`, `_`.
+/// No dot, so `<ns>.` can never be a prefix of another namespace's keys.
+pub fn is_namespace(ns: &str) -> bool {
+    (1..=64).contains(&ns.len()) && ns.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +63,44 @@ pub enum StoreError {
 pub trait SharedStore {
     fn get(&self, key: &str) -> Option<(Vec<u8>, u32)>;
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError>;
+}
+
+/// One plugin's slice of the host's shared data: every key goes in as
+/// `<namespace>.<key>`. Envoy keeps one shared-data space per `vm_id`, and
+/// Istio never sets one, so two Tollgate plugins in one proxy (two gateways,
+/// two profile sets) would otherwise read each other's profiles, stamp and
+/// lease. Prefixing here, at the one door to the store, means no code path
+/// can forget it.
+pub struct Namespaced<S> {
+    inner: S,
+    prefix_len: usize,
+    /// `<namespace>.` followed by the last key: reused so a lookup does not
+    /// allocate.
+    key: RefCell<String>,
+}
+
+impl<S: SharedStore> Namespaced<S> {
+    pub fn new(inner: S, namespace: &str) -> Self {
+        let prefix = format!("{namespace}.");
+        Self { inner, prefix_len: prefix.len(), key: RefCell::new(prefix) }
+    }
+
+    fn with_key<T>(&self, key: &str, f: impl FnOnce(&str) -> T) -> T {
+        let mut full = self.key.borrow_mut();
+        full.truncate(self.prefix_len);
+        full.push_str(key);
+        f(&full)
+    }
+}
+
+impl<S: SharedStore> SharedStore for Namespaced<S> {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.with_key(key, |k| self.inner.get(k))
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        self.with_key(key, |k| self.inner.set(k, value, cas))
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -158,28 +206,6 @@ impl<S: SharedStore> ProfileLookup for SharedProfiles<S> {
 
 // ---------------------------------------------------------------------------
 // The publishing side, used by the one elected poller.
-
-/// `GET /data/v1/snapshot`.
-#[derive(Debug, Deserialize)]
-pub struct Snapshot {
-    pub revision: u64,
-    pub profiles: Vec<ProfileRecord>,
-}
-
-/// `GET /data/v1/changes?since=N`.
-#[derive(Debug, Deserialize)]
-pub struct Changes {
-    pub revision: u64,
-    #[serde(default)]
-    pub reset: bool,
-    pub changes: Vec<Change>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct Change {
-    pub id: String,
-    pub profile: Option<ProfileRecord>,
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Entry {
@@ -411,6 +437,7 @@ pub(crate) mod tests {
     use std::rc::Rc;
 
     use super::*;
+    use crate::contract::Change;
     use crate::profile::tests::record;
 
     /// Envoy's shared data semantics: a CAS per key, bumped on every set.
@@ -438,7 +465,7 @@ pub(crate) mod tests {
     }
 
     fn snapshot(revision: u64, records: Vec<ProfileRecord>) -> Snapshot {
-        Snapshot { revision, profiles: records }
+        Snapshot::new(revision, records)
     }
 
     #[test]
@@ -480,14 +507,14 @@ pub(crate) mod tests {
         let mut rotated = record(1);
         rotated.kid = record(50).kid;
         rotated.signing_key = record(50).signing_key;
-        let ch = Changes {
-            revision: 2,
-            reset: false,
-            changes: vec![
+        let ch = Changes::new(
+            2,
+            false,
+            vec![
                 Change { id: record(1).id, profile: Some(rotated.clone()) },
                 Change { id: record(2).id, profile: None },
             ],
-        };
+        );
         let out = p.apply_changes(&store, &ch, 1).unwrap();
         assert_eq!((out.written, out.removed), (1, 2));
         view.refresh(1, None).unwrap();
@@ -525,17 +552,13 @@ pub(crate) mod tests {
         let index_cas = store.get(INDEX_KEY).unwrap().1;
         let mut rotated = record(1);
         rotated.kid = record(60).kid;
-        let ch = Changes {
-            revision: 2,
-            reset: false,
-            changes: vec![Change { id: record(1).id, profile: Some(rotated.clone()) }],
-        };
+        let ch = Changes::new(2, false, vec![Change { id: record(1).id, profile: Some(rotated.clone()) }]);
         first.apply_changes(&store, &ch, 0).unwrap();
         assert_eq!(store.get(INDEX_KEY).unwrap().1, index_cas, "no index rewrite for a rotation");
         // A new poller learns the rotated kid from the id key, and a deletion
         // that names only the id blanks the right keys.
         let mut second = Publisher::resume(&store);
-        let del = Changes { revision: 3, reset: false, changes: vec![Change { id: record(1).id, profile: None }] };
+        let del = Changes::new(3, false, vec![Change { id: record(1).id, profile: None }]);
         second.apply_changes(&store, &del, 0).unwrap();
         let view = SharedProfiles::new(store.clone());
         view.refresh(0, None).unwrap();
@@ -552,14 +575,11 @@ pub(crate) mod tests {
         p.apply_snapshot(&store, &snapshot(1, vec![record(1)]), 0).unwrap();
         let mut successor = record(2);
         successor.client_id = "client-1".into();
-        let ch = Changes {
-            revision: 2,
-            reset: false,
-            changes: vec![
-                Change { id: record(2).id, profile: Some(successor) },
-                Change { id: record(1).id, profile: None },
-            ],
-        };
+        let ch = Changes::new(
+            2,
+            false,
+            vec![Change { id: record(2).id, profile: Some(successor) }, Change { id: record(1).id, profile: None }],
+        );
         p.apply_changes(&store, &ch, 0).unwrap();
         let view = SharedProfiles::new(store.clone());
         view.refresh(0, None).unwrap();
@@ -577,6 +597,70 @@ pub(crate) mod tests {
         let view = SharedProfiles::new(store.clone());
         view.refresh(0, None).unwrap();
         assert!(view.by_client_id("client-2").is_none());
+    }
+
+    #[test]
+    fn default_namespace_keeps_the_tollgate_keys() {
+        let mem = MemStore::default();
+        let store = Namespaced::new(mem.clone(), DEFAULT_NAMESPACE);
+        Publisher::default().apply_snapshot(&store, &snapshot(1, vec![record(1)]), 0).unwrap();
+        assert!(hold_lease(&store, 1, 0, 3000));
+        let mut keys: Vec<String> = mem.0.borrow().keys().cloned().collect();
+        keys.sort();
+        let r = record(1);
+        let mut want = vec![
+            "tollgate.cid.client-1".to_owned(),
+            format!("tollgate.id.{}", r.id),
+            "tollgate.index".to_owned(),
+            format!("tollgate.kid.{}", r.kid),
+            "tollgate.lease".to_owned(),
+            "tollgate.stamp".to_owned(),
+        ];
+        want.sort();
+        assert_eq!(keys, want);
+    }
+
+    #[test]
+    fn two_namespaces_in_one_store_do_not_collide() {
+        // Two plugins in one proxy without a vm_id share one store.
+        let mem = MemStore::default();
+        let (a, b) = (Namespaced::new(mem.clone(), "gw-a"), Namespaced::new(mem.clone(), "gw-b"));
+        let (mut pa, mut pb) = (Publisher::default(), Publisher::default());
+        pa.apply_snapshot(&a, &snapshot(1, vec![record(1)]), 0).unwrap();
+        pb.apply_snapshot(&b, &snapshot(1, vec![record(2)]), 0).unwrap();
+        let (va, vb) = (SharedProfiles::new(a), SharedProfiles::new(b));
+        let gen_b = vb.refresh(0, None).unwrap();
+        va.refresh(0, None).unwrap();
+        assert!(va.by_client_id("client-1").is_some());
+        assert!(va.by_client_id("client-2").is_none(), "a does not know b's client");
+        assert!(vb.by_client_id("client-2").is_some());
+        assert!(vb.by_kid(&record(1).kid).is_none(), "b does not know a's kid");
+
+        // A rotation in a neither moves b's generation nor blanks b's keys.
+        let mut rotated = record(1);
+        rotated.kid = record(70).kid;
+        let ch = Changes::new(2, false, vec![Change { id: record(1).id, profile: Some(rotated) }]);
+        pa.apply_changes(&Namespaced::new(mem.clone(), "gw-a"), &ch, 1).unwrap();
+        assert_eq!(vb.refresh(1, None), Ok(gen_b));
+        assert!(vb.by_client_id("client-2").is_some());
+        va.refresh(1, None).unwrap();
+        assert_eq!(va.by_client_id("client-1").unwrap().kid, record(70).kid);
+
+        // Each namespace elects its own poller.
+        let (la, lb) = (Namespaced::new(mem.clone(), "gw-a"), Namespaced::new(mem.clone(), "gw-b"));
+        assert!(hold_lease(&la, 1, 0, 3000));
+        assert!(hold_lease(&lb, 2, 0, 3000));
+        assert!(!hold_lease(&la, 2, 1, 3000));
+    }
+
+    #[test]
+    fn namespace_names() {
+        for ok in ["tollgate", "gw-a", "GW_2", &"x".repeat(64)] {
+            assert!(is_namespace(ok), "{ok}");
+        }
+        for bad in ["", "a.b", "tollgate.", "a b", "a/b", "é", &"x".repeat(65)] {
+            assert!(!is_namespace(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -20,7 +20,8 @@
 //!   the fixed profile's key so the claims path is reached;
 //! * `path`: `prefix \n request-path`;
 //! * `shared_text`: `stamp \0 lease \0 index \0 id-entry \0 id-entry …`;
-//! * `sync_response`: a mode byte, a status byte, then the sidecar's body.
+//! * `sync_response`: a mode byte, a status byte, then the sidecar's body;
+//! * `lockout`: `client \n source \n` and the raw lockout slot values.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -28,9 +29,10 @@ use std::rc::Rc;
 
 use sha2::{Digest, Sha256};
 use tollgate::config::Config;
+use tollgate::contract::{ProfileRecord, Snapshot};
 use tollgate::media_type::{self, BodyFormat};
 use tollgate::params::{self, Params, ParamsError};
-use tollgate::profile::{encode_hex, Profile, ProfileLookup, ProfileRecord};
+use tollgate::profile::{encode_hex, Profile, ProfileLookup};
 use tollgate::shared::{self, SharedProfiles, SharedStore, Stamp, StoreError};
 use tollgate::sync::{Level, Poller, Request};
 use tollgate::token_request::{self, RequestHead};
@@ -732,7 +734,7 @@ pub fn shared_text(data: &[u8]) {
     // A new poller takes over from these records, then publishes a snapshot.
     let mut publisher = shared::Publisher::resume(&store);
     let records = [fixed_record(1)];
-    let snap: shared::Snapshot = match serde_json::from_slice(&snapshot_body(1, &records)) {
+    let snap = match Snapshot::parse(&snapshot_body(1, &records)) {
         Ok(s) => s,
         Err(e) => panic!("our snapshot: {e}"),
     };
@@ -764,7 +766,7 @@ pub fn profile_record(data: &[u8]) {
     // Published through shared data, a worker finds it by kid and client id.
     let store = MemStore::default();
     let mut publisher = shared::Publisher::default();
-    let snap: shared::Snapshot = match serde_json::from_slice(&snapshot_body(1, std::slice::from_ref(&record))) {
+    let snap = match Snapshot::parse(&snapshot_body(1, std::slice::from_ref(&record))) {
         Ok(s) => s,
         Err(e) => panic!("a record that parsed does not re-parse in a snapshot: {e}"),
     };
@@ -841,6 +843,42 @@ pub fn sync_response(data: &[u8]) {
     check_view(&store, &cids, &kids);
 }
 
+/// The brute-force lockout's slots in shared data (32-byte entries, whatever
+/// a previous writer or a corruption left there) with a client id and a
+/// source address: `client \n source \n slot values…` (two slots per table,
+/// so collisions are the rule; values fill `lock.c.0`, `lock.s.0`,
+/// `lock.c.1`, `lock.s.1` in 32-byte steps).
+pub fn lockout(data: &[u8]) {
+    let mut lines = data.splitn(3, |b| *b == b'\n');
+    let client = String::from_utf8_lossy(lines.next().unwrap_or_default()).into_owned();
+    let source = String::from_utf8_lossy(lines.next().unwrap_or_default()).into_owned();
+    let slots = lines.next().unwrap_or_default();
+    let store = MemStore::default();
+    for (value, key) in slots.chunks(32).zip(["lock.c.0", "lock.s.0", "lock.c.1", "lock.s.1"]) {
+        put(&store, key, value);
+    }
+    let policy = tollgate::lockout::Lockout {
+        max_failures: 3,
+        window_seconds: 60,
+        base_seconds: 60,
+        max_seconds: 3600,
+        per_source_max_failures: 5,
+        slots: 2,
+        hash_key: (1, 2),
+    };
+    let src = || (!source.is_empty()).then(|| source.clone());
+    let known = (!client.is_empty()).then_some(client.as_str());
+    for step in 0..4 {
+        let now = NOW + step * 20;
+        let _ = policy.check(&store, known, &src, now);
+        if let Some(locked) = policy.record_failure(&store, known, &src, now) {
+            assert!(locked.retry_after <= policy.max_seconds);
+            // Locked whatever comes next: the same answer before any secret.
+            assert!(policy.check(&store, known, &src, now).is_err(), "a fresh lock is not enforced");
+        }
+    }
+}
+
 /// Every target by name, for the corpus replay.
 pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("media_type", media_type),
@@ -857,6 +895,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("shared_text", shared_text),
     ("profile_record", profile_record),
     ("sync_response", sync_response),
+    ("lockout", lockout),
 ];
 
 #[cfg(test)]

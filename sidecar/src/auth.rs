@@ -36,7 +36,7 @@ impl TokenDigest {
 
 /// Why a token could not be loaded.
 #[derive(Debug, thiserror::Error)]
-pub enum TokenError {
+pub enum ApiTokenError {
     #[error("{what} is missing: set {env} or pass {flag} PATH")]
     Missing { what: &'static str, env: &'static str, flag: &'static str },
     #[error("cannot read {what} file {path}: {source}")]
@@ -69,10 +69,10 @@ pub const DATA_TOKEN: TokenSpec =
 /// Loads a token from `file` (if given; surrounding whitespace such as the
 /// trailing newline is trimmed) or else from the environment, and validates
 /// it: at least 16 characters, printable ASCII, no spaces.
-pub fn load_token(spec: TokenSpec, file: Option<&Path>) -> Result<TokenDigest, TokenError> {
+pub fn load_token(spec: TokenSpec, file: Option<&Path>) -> Result<TokenDigest, ApiTokenError> {
     let (raw, source_desc) = match file {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
+            let text = std::fs::read_to_string(path).map_err(|source| ApiTokenError::Read {
                 what: spec.what,
                 path: path.display().to_string(),
                 source,
@@ -80,13 +80,13 @@ pub fn load_token(spec: TokenSpec, file: Option<&Path>) -> Result<TokenDigest, T
             (text.trim().to_string(), format!("{} {}", spec.flag, path.display()))
         }
         None => match std::env::var_os(spec.env) {
-            None => return Err(TokenError::Missing { what: spec.what, env: spec.env, flag: spec.flag }),
+            None => return Err(ApiTokenError::Missing { what: spec.what, env: spec.env, flag: spec.flag }),
             Some(v) if v.is_empty() => {
-                return Err(TokenError::Missing { what: spec.what, env: spec.env, flag: spec.flag })
+                return Err(ApiTokenError::Missing { what: spec.what, env: spec.env, flag: spec.flag })
             }
             Some(v) => match v.into_string() {
                 Ok(s) => (s, spec.env.to_string()),
-                Err(_) => return Err(TokenError::BadChars { what: spec.what, source_desc: spec.env.to_string() }),
+                Err(_) => return Err(ApiTokenError::BadChars { what: spec.what, source_desc: spec.env.to_string() }),
             },
         },
     };
@@ -94,13 +94,13 @@ pub fn load_token(spec: TokenSpec, file: Option<&Path>) -> Result<TokenDigest, T
     Ok(TokenDigest::of(&raw))
 }
 
-fn validate_token(what: &'static str, source_desc: &str, token: &str) -> Result<(), TokenError> {
+fn validate_token(what: &'static str, source_desc: &str, token: &str) -> Result<(), ApiTokenError> {
     if !token.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(TokenError::BadChars { what, source_desc: source_desc.to_string() });
+        return Err(ApiTokenError::BadChars { what, source_desc: source_desc.to_string() });
     }
     let len = token.len();
     if len < MIN_TOKEN_CHARS {
-        return Err(TokenError::TooShort { what, source_desc: source_desc.to_string(), len });
+        return Err(ApiTokenError::TooShort { what, source_desc: source_desc.to_string(), len });
     }
     Ok(())
 }
@@ -146,9 +146,9 @@ mod tests {
     #[test]
     fn token_validation() {
         assert!(validate_token("t", "X", "0123456789abcdef").is_ok());
-        assert!(matches!(validate_token("t", "X", "short"), Err(TokenError::TooShort { len: 5, .. })));
-        assert!(matches!(validate_token("t", "X", "0123456789 abcdef"), Err(TokenError::BadChars { .. })));
-        assert!(matches!(validate_token("t", "X", "0123456789abcdéf"), Err(TokenError::BadChars { .. })));
+        assert!(matches!(validate_token("t", "X", "short"), Err(ApiTokenError::TooShort { len: 5, .. })));
+        assert!(matches!(validate_token("t", "X", "0123456789 abcdef"), Err(ApiTokenError::BadChars { .. })));
+        assert!(matches!(validate_token("t", "X", "0123456789abcdéf"), Err(ApiTokenError::BadChars { .. })));
     }
 
     #[test]
@@ -163,6 +163,6 @@ mod tests {
         assert!(err.contains("too short"), "{err}");
         assert!(!err.contains("short\n"));
         let missing = dir.path().join("missing");
-        assert!(matches!(load_token(ADMIN_TOKEN, Some(&missing)), Err(TokenError::Read { .. })));
+        assert!(matches!(load_token(ADMIN_TOKEN, Some(&missing)), Err(ApiTokenError::Read { .. })));
     }
 }

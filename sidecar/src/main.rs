@@ -11,7 +11,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
-use tollgate_sidecar::auth::{load_token, TokenError, ADMIN_TOKEN, DATA_TOKEN};
+use tollgate_sidecar::auth::{load_token, ApiTokenError, ADMIN_TOKEN, DATA_TOKEN};
+use tollgate_sidecar::keyring::default_key_file;
 use tollgate_sidecar::server::{self, ServeConfig, ServeError};
 use tollgate_sidecar::store::{random_hex, Store, StoreError, DEFAULT_DB_PATH};
 use tollgate_sidecar::views;
@@ -49,6 +50,17 @@ struct DbArg {
         value_name = "PATH"
     )]
     db: PathBuf,
+    /// Key file the signing keys are sealed with (default: beside the
+    /// database, e.g. var/tollgate.key). Created, 0600, only for a database
+    /// that holds no sealed key yet.
+    #[arg(long, env = "TOLLGATE_KEY_FILE", global = true, value_name = "PATH")]
+    key_file: Option<PathBuf>,
+}
+
+impl DbArg {
+    fn key_file(&self) -> PathBuf {
+        self.key_file.clone().unwrap_or_else(|| default_key_file(&self.db))
+    }
 }
 
 #[derive(Args, Debug)]
@@ -153,8 +165,8 @@ impl From<StoreError> for Failure {
     }
 }
 
-impl From<TokenError> for Failure {
-    fn from(e: TokenError) -> Self {
+impl From<ApiTokenError> for Failure {
+    fn from(e: ApiTokenError) -> Self {
         Failure::new(EXIT_USAGE, e.to_string())
     }
 }
@@ -235,15 +247,19 @@ fn run(cli: Cli) -> Result<(), Failure> {
 fn serve(args: ServeArgs) -> Result<(), Failure> {
     let admin_token = load_token(ADMIN_TOKEN, args.admin_token_file.as_deref())?;
     let data_token = load_token(DATA_TOKEN, args.data_token_file.as_deref())?;
-    server::run(ServeConfig { db: args.db.db, listen: args.listen, admin_token, data_token })?;
+    let key_file = args.db.key_file();
+    server::run(ServeConfig { db: args.db.db, key_file, listen: args.listen, admin_token, data_token })?;
     Ok(())
 }
 
 fn profile(args: ProfileArgs) -> Result<(), Failure> {
-    let mut store = Store::open(&args.db.db).map_err(|e| {
+    let mut store = Store::open(&args.db.db, args.db.key_file()).map_err(|e| {
         let f = Failure::from(e);
         Failure::new(EXIT_FAILURE, format!("cannot open database {}: {}", args.db.db.display(), f.message))
     })?;
+    for exposure in store.exposures() {
+        let _ = writeln!(std::io::stderr().lock(), "warning: {}", one_line(&exposure.to_string()));
+    }
     match args.command {
         ProfileCommand::Create { name, allow } => {
             let created = store.create(&name, &allow)?;

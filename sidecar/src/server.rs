@@ -45,6 +45,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct ServeConfig {
     /// SQLite file.
     pub db: PathBuf,
+    /// The key file the signing keys are sealed with.
+    pub key_file: PathBuf,
     /// Address to bind, e.g. `127.0.0.1:8081` (port 0 picks a free port).
     pub listen: String,
     /// Admin API bearer token.
@@ -95,8 +97,11 @@ pub fn run(config: ServeConfig) -> Result<(), ServeError> {
     if config.admin_token == config.data_token {
         return Err(ServeError::SameTokens);
     }
-    let store =
-        Store::open(&config.db).map_err(|source| ServeError::Db { path: config.db.display().to_string(), source })?;
+    let store = Store::open(&config.db, &config.key_file)
+        .map_err(|source| ServeError::Db { path: config.db.display().to_string(), source })?;
+    for exposure in store.exposures() {
+        log!("warning: {exposure}");
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(8)
@@ -553,8 +558,17 @@ async fn admin_delete(
 // Data API
 
 async fn data_snapshot(_: DataAuth, State(state): State<SharedState>) -> Result<Response, ApiError> {
-    let snap = with_store(&state, |s| s.snapshot()).await?;
-    Ok(json(StatusCode::OK, &views::DataSnapshot::new(&snap)))
+    let (snap, unsealed) = with_store(&state, |s| Ok(views::data_snapshot(&s.snapshot()?, s.keyring()))).await?;
+    report_unsealed(&unsealed);
+    Ok(json(StatusCode::OK, &snap))
+}
+
+/// Profiles whose signing key did not unseal are sent as absent (their
+/// tokens are refused); the operator must hear of each, every time.
+fn report_unsealed(failed: &[crate::keyring::KeyringError]) {
+    for e in failed {
+        log!("error: {e}; the proxies are told it does not exist until it is rotated or deleted");
+    }
 }
 
 /// Parsed `?since=N&wait=S`.
@@ -600,29 +614,30 @@ async fn data_changes(
     // the read and the wait.
     let mut revisions = state.revision.subscribe();
     let mut shutdown = state.shutdown.clone();
+    let answer = |(changes, unsealed): (tollgate::contract::Changes, Vec<crate::keyring::KeyringError>)| {
+        report_unsealed(&unsealed);
+        Ok(json(StatusCode::OK, &changes))
+    };
     loop {
         revisions.borrow_and_update();
-        let changes = with_store(&state, move |s| s.changes_since(since)).await?;
-        if changes.reset || changes.revision > since {
-            return Ok(json(StatusCode::OK, &views::DataChanges::new(&changes)));
-        }
-        if *shutdown.borrow() {
-            return Ok(json(StatusCode::OK, &views::DataChanges::new(&changes)));
+        let view = with_store(&state, move |s| Ok(views::data_changes(&s.changes_since(since)?, s.keyring()))).await?;
+        if view.0.reset || view.0.revision > since || *shutdown.borrow() {
+            return answer(view);
         }
         tokio::select! {
             changed = revisions.changed() => {
                 if changed.is_err() {
                     // The sender is gone: the server is stopping.
-                    return Ok(json(StatusCode::OK, &views::DataChanges::new(&changes)));
+                    return answer(view);
                 }
             }
             stopping = shutdown.changed() => {
                 if stopping.is_err() {
-                    return Ok(json(StatusCode::OK, &views::DataChanges::new(&changes)));
+                    return answer(view);
                 }
             }
             _ = tokio::time::sleep_until(deadline) => {
-                return Ok(json(StatusCode::OK, &views::DataChanges::new(&changes)));
+                return answer(view);
             }
         }
     }

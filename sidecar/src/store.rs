@@ -9,7 +9,11 @@
 //!
 //! Client secrets are generated here, handed back exactly once (by
 //! [`Store::create`] and [`Store::rotate`]) and never stored: only the hex of
-//! their SHA-256 digest is kept.
+//! their SHA-256 digest is kept. Signing keys are stored sealed with the key
+//! file's key ([`crate::keyring`]); only the data views unseal them.
+//!
+//! The database file and its `-wal`/`-shm` companions are private to the
+//! sidecar's user ([`crate::permissions`]).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -17,6 +21,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 use sha2::{Digest, Sha256};
+
+use crate::keyring::{self, Keyring, KeyringError};
+use crate::permissions::{self, Exposure};
 
 /// Default database location, relative to the working directory.
 pub const DEFAULT_DB_PATH: &str = "var/tollgate.db";
@@ -27,8 +34,6 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Longest accepted profile name, in characters.
 pub const MAX_NAME_CHARS: usize = 100;
-/// Longest accepted allowed prefix, in characters.
-pub const MAX_PREFIX_CHARS: usize = 256;
 /// Most allowed prefixes per profile (after de-duplication).
 pub const MAX_PREFIXES: usize = 64;
 
@@ -59,6 +64,31 @@ const MIGRATIONS: &[&str] = &[
          rev INTEGER NOT NULL
      );
      CREATE INDEX tombstones_rev ON tombstones (rev);",
+    // 2: signing keys sealed (longer than 64 hex digits), and the id of the
+    // key they are sealed with. The plaintext rows of a version-1 database
+    // are sealed by `seal_plaintext_keys` in the same transaction.
+    "CREATE TABLE profiles_v2 (
+         id               TEXT PRIMARY KEY NOT NULL CHECK (length(id) = 64),
+         name             TEXT NOT NULL,
+         client_id        TEXT NOT NULL UNIQUE,
+         secret_sha256    TEXT NOT NULL CHECK (length(secret_sha256) = 64),
+         kid              TEXT NOT NULL CHECK (length(kid) = 64),
+         signing_key      TEXT NOT NULL,
+         allowed_prefixes TEXT NOT NULL,
+         enabled          INTEGER NOT NULL CHECK (enabled IN (0, 1)),
+         created_at       INTEGER NOT NULL,
+         rotated_at       INTEGER,
+         rev              INTEGER NOT NULL
+     );
+     INSERT INTO profiles_v2 SELECT id, name, client_id, secret_sha256, kid, signing_key,
+         allowed_prefixes, enabled, created_at, rotated_at, rev FROM profiles;
+     DROP TABLE profiles;
+     ALTER TABLE profiles_v2 RENAME TO profiles;
+     CREATE INDEX profiles_rev ON profiles (rev);
+     CREATE TABLE keyring (
+         one    INTEGER PRIMARY KEY NOT NULL CHECK (one = 1),
+         key_id TEXT NOT NULL
+     );",
 ];
 
 /// The schema version this build creates and understands.
@@ -102,6 +132,18 @@ pub enum StoreError {
     /// A stored value does not have the expected shape.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The signing keys' key file is missing, wrong, exposed or unreadable,
+    /// or a sealed key does not open.
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+    /// The database file's permissions could not be checked or set.
+    #[error("cannot make {path} private to this user: {source}")]
+    Permissions {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
     /// The database's parent directory could not be created.
     #[error("cannot create directory {path}: {source}")]
     CreateDir {
@@ -135,9 +177,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// One access profile as stored, including its key material.
 ///
-/// `Debug` redacts `secret_sha256` and `signing_key`.
+/// `Debug` redacts `secret_sha256` and `sealed_signing_key`.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Profile {
+pub struct StoredProfile {
     /// 64 hex chars (32 random bytes).
     pub id: String,
     /// Human-readable label.
@@ -148,8 +190,9 @@ pub struct Profile {
     pub secret_sha256: String,
     /// JWT key id, 64 hex chars.
     pub kid: String,
-    /// HS256 signing key, 64 hex chars (32 bytes).
-    pub signing_key: String,
+    /// The HS256 signing key (32 bytes) sealed with the key file's key;
+    /// [`Keyring::unseal`] with this profile's id and kid opens it.
+    pub sealed_signing_key: String,
     /// Path prefixes the profile's tokens may access.
     pub allowed_prefixes: Vec<String>,
     /// Disabled profiles cannot obtain or use tokens.
@@ -162,15 +205,15 @@ pub struct Profile {
     pub rev: u64,
 }
 
-impl fmt::Debug for Profile {
+impl fmt::Debug for StoredProfile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Profile")
+        f.debug_struct("StoredProfile")
             .field("id", &self.id)
             .field("name", &self.name)
             .field("client_id", &self.client_id)
             .field("secret_sha256", &"<redacted>")
             .field("kid", &self.kid)
-            .field("signing_key", &"<redacted>")
+            .field("sealed_signing_key", &"<redacted>")
             .field("allowed_prefixes", &self.allowed_prefixes)
             .field("enabled", &self.enabled)
             .field("created_at", &self.created_at)
@@ -203,7 +246,7 @@ impl fmt::Debug for ClientSecret {
 #[derive(Debug, Clone)]
 pub struct WithSecret {
     /// The profile after the change.
-    pub profile: Profile,
+    pub profile: StoredProfile,
     /// The new client secret (not stored anywhere).
     pub client_secret: ClientSecret,
 }
@@ -214,16 +257,16 @@ pub struct Snapshot {
     /// Store revision the list reflects.
     pub revision: u64,
     /// Every profile, enabled or not, oldest first.
-    pub profiles: Vec<Profile>,
+    pub profiles: Vec<StoredProfile>,
 }
 
 /// One entry of the change feed.
 #[derive(Debug, Clone)]
 pub struct Change {
-    /// Profile id.
+    /// StoredProfile id.
     pub id: String,
     /// The profile now, or `None` if it was deleted.
-    pub profile: Option<Profile>,
+    pub profile: Option<StoredProfile>,
 }
 
 /// Everything that changed after some revision.
@@ -242,52 +285,84 @@ pub struct Changes {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    keyring: Keyring,
+    exposures: Vec<Exposure>,
 }
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish()
+        f.debug_struct("Store").field("path", &self.path).field("keyring", &self.keyring).finish()
     }
 }
 
 /// What a profile gets at creation and again at every rotation: a client
 /// secret (kept only as its SHA-256) and a fresh signing key with its kid,
-/// all 256-bit values from the OS.
+/// all 256-bit values from the OS; the key is sealed for `profile_id`.
 struct Credentials {
     secret: String,
     secret_sha256: String,
     kid: String,
-    signing_key: String,
+    sealed_signing_key: String,
 }
 
 impl Credentials {
-    fn new() -> Result<Self> {
+    fn new(keyring: &Keyring, profile_id: &str) -> Result<Self> {
         let secret = random_hex(32)?;
-        Ok(Self { secret_sha256: sha256_hex(&secret), secret, kid: random_hex(32)?, signing_key: random_hex(32)? })
+        let kid = random_hex(32)?;
+        let mut key = zeroize::Zeroizing::new([0u8; 32]);
+        getrandom::getrandom(key.as_mut()).map_err(|e| StoreError::Random(e.to_string()))?;
+        let sealed_signing_key = keyring.seal(profile_id, &kid, key.as_ref())?;
+        Ok(Self { secret_sha256: sha256_hex(&secret), secret, kid, sealed_signing_key })
     }
 }
 
 impl Store {
     /// Opens (creating if needed) the database at `path`, creating its parent
-    /// directory, enabling WAL and applying pending migrations.
-    pub fn open(path: impl AsRef<Path>) -> Result<Store> {
+    /// directory (0700), the file (0600), enabling WAL and applying pending
+    /// migrations. `key_file` holds the key that seals the signing keys
+    /// ([`keyring::default_key_file`] when the operator names none); it is
+    /// created only while the database holds no sealed key.
+    pub fn open(path: impl AsRef<Path>, key_file: impl AsRef<Path>) -> Result<Store> {
         let path = path.as_ref().to_path_buf();
+        fn private(p: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+            move |source| StoreError::Permissions { path: p.to_path_buf(), source }
+        }
+        let mut exposures = Vec::new();
         if let Some(parent) = path.parent() {
             if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|source| StoreError::CreateDir { path: parent.to_path_buf(), source })?;
+                exposures.extend(
+                    permissions::private_dir(parent)
+                        .map_err(|source| StoreError::CreateDir { path: parent.to_path_buf(), source })?,
+                );
             }
         }
-        let conn = Connection::open(&path)?;
+        exposures.extend(permissions::private_file(&path, true).map_err(private(&path))?);
+        let mut conn = Connection::open(&path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Corrupt(format!("could not enable WAL journal mode (got {mode})")));
         }
         conn.pragma_update(None, "synchronous", "FULL")?;
-        let mut store = Store { conn, path };
-        store.migrate()?;
-        Ok(store)
+        // SQLite gives new companions the database's mode; these may predate
+        // that (or this build).
+        for suffix in ["-wal", "-shm"] {
+            let companion = permissions::companion(&path, suffix);
+            exposures.extend(permissions::private_file(&companion, false).map_err(private(&companion))?);
+        }
+        let keyring = migrate(&mut conn, key_file.as_ref())?;
+        Ok(Store { conn, path, keyring, exposures })
+    }
+
+    /// Files and directories that were open to other users when this store
+    /// was opened (files have been made private since): for the operator.
+    pub fn exposures(&self) -> &[Exposure] {
+        &self.exposures
+    }
+
+    /// The key the signing keys are sealed with; the data views unseal with it.
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
     }
 
     /// Path this store was opened with.
@@ -303,26 +378,6 @@ impl Store {
     /// Current `PRAGMA user_version`.
     pub fn schema_version(&self) -> Result<i64> {
         Ok(self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
-    }
-
-    fn migrate(&mut self) -> Result<()> {
-        // Cheap check first, so an up-to-date database is never write-locked.
-        if self.schema_version()? == SCHEMA_VERSION {
-            return Ok(());
-        }
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let found: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if found > SCHEMA_VERSION {
-            return Err(StoreError::UnsupportedSchema { found, supported: SCHEMA_VERSION });
-        }
-        let start =
-            usize::try_from(found).map_err(|_| StoreError::Corrupt(format!("negative schema version {found}")))?;
-        for sql in MIGRATIONS.iter().skip(start) {
-            tx.execute_batch(sql)?;
-        }
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-        tx.commit()?;
-        Ok(())
     }
 
     /// Current store revision.
@@ -343,7 +398,7 @@ impl Store {
         let prefixes_json = encode_prefixes(&prefixes)?;
         let id = random_hex(32)?;
         let client_id = random_hex(16)?;
-        let Credentials { secret, secret_sha256, kid, signing_key } = Credentials::new()?;
+        let Credentials { secret, secret_sha256, kid, sealed_signing_key } = Credentials::new(&self.keyring, &id)?;
         let now = unix_now();
 
         let tx = self.write_tx()?;
@@ -353,7 +408,7 @@ impl Store {
             "INSERT INTO profiles (id, name, client_id, secret_sha256, kid, signing_key, \
              allowed_prefixes, enabled, created_at, rotated_at, rev) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, NULL, ?9)",
-            params![id, name, client_id, secret_sha256, kid, signing_key, prefixes_json, now, to_sql_rev(rev)?],
+            params![id, name, client_id, secret_sha256, kid, sealed_signing_key, prefixes_json, now, to_sql_rev(rev)?],
         )?;
         let profile = load_by_id(&tx, &id)?;
         tx.commit()?;
@@ -384,22 +439,22 @@ impl Store {
     }
 
     /// One profile, addressed by id or client_id.
-    pub fn get(&self, key: &str) -> Result<Profile> {
+    pub fn get(&self, key: &str) -> Result<StoredProfile> {
         find(&self.conn, key)
     }
 
     /// Replaces the client secret, kid and signing key; sets `rotated_at`.
     pub fn rotate(&mut self, key: &str) -> Result<WithSecret> {
-        let Credentials { secret, secret_sha256, kid, signing_key } = Credentials::new()?;
         let now = unix_now();
-
-        let tx = self.write_tx()?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let current = find(&tx, key)?;
+        let Credentials { secret, secret_sha256, kid, sealed_signing_key } =
+            Credentials::new(&self.keyring, &current.id)?;
         let rev = bump_revision(&tx)?;
         tx.execute(
             "UPDATE profiles SET secret_sha256 = ?1, kid = ?2, signing_key = ?3, \
              rotated_at = ?4, rev = ?5 WHERE id = ?6",
-            params![secret_sha256, kid, signing_key, now, to_sql_rev(rev)?, current.id],
+            params![secret_sha256, kid, sealed_signing_key, now, to_sql_rev(rev)?, current.id],
         )?;
         let profile = load_by_id(&tx, &current.id)?;
         tx.commit()?;
@@ -407,22 +462,22 @@ impl Store {
     }
 
     /// Disables a profile. A no-op (no revision bump) if already disabled.
-    pub fn disable(&mut self, key: &str) -> Result<Profile> {
+    pub fn disable(&mut self, key: &str) -> Result<StoredProfile> {
         self.set_enabled(key, false)
     }
 
     /// Enables a profile. A no-op (no revision bump) if already enabled.
-    pub fn enable(&mut self, key: &str) -> Result<Profile> {
+    pub fn enable(&mut self, key: &str) -> Result<StoredProfile> {
         self.set_enabled(key, true)
     }
 
-    fn set_enabled(&mut self, key: &str, enabled: bool) -> Result<Profile> {
+    fn set_enabled(&mut self, key: &str, enabled: bool) -> Result<StoredProfile> {
         self.update_column(key, "enabled", &enabled, |current| current.enabled == enabled)
     }
 
     /// Replaces the allowed prefixes. A no-op (no revision bump) if the
     /// validated list equals the current one.
-    pub fn set_prefixes(&mut self, key: &str, prefixes: &[String]) -> Result<Profile> {
+    pub fn set_prefixes(&mut self, key: &str, prefixes: &[String]) -> Result<StoredProfile> {
         let prefixes = validate_prefixes(prefixes)?;
         let prefixes_json = encode_prefixes(&prefixes)?;
         self.update_column(key, "allowed_prefixes", &prefixes_json, |current| current.allowed_prefixes == prefixes)
@@ -437,8 +492,8 @@ impl Store {
         key: &str,
         column: &'static str,
         value: &dyn rusqlite::ToSql,
-        unchanged: impl FnOnce(&Profile) -> bool,
-    ) -> Result<Profile> {
+        unchanged: impl FnOnce(&StoredProfile) -> bool,
+    ) -> Result<StoredProfile> {
         let tx = self.write_tx()?;
         let current = find(&tx, key)?;
         if unchanged(&current) {
@@ -511,6 +566,65 @@ impl Store {
     }
 }
 
+/// Applies pending migrations and returns the keyring the signing keys are
+/// sealed with. The key file is created only in the transaction that
+/// records its id, i.e. while no key is sealed yet; a database with sealed
+/// keys and no key file (a copy taken alone) fails to open.
+fn migrate(conn: &mut Connection, key_file: &Path) -> Result<Keyring> {
+    // Cheap check first, so an up-to-date database is never write-locked.
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version == SCHEMA_VERSION {
+        if let Some(key_id) = read_key_id(conn)? {
+            return Ok(Keyring::load(key_file, &key_id)?);
+        }
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let found: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::UnsupportedSchema { found, supported: SCHEMA_VERSION });
+    }
+    let start = usize::try_from(found).map_err(|_| StoreError::Corrupt(format!("negative schema version {found}")))?;
+    for sql in MIGRATIONS.iter().skip(start) {
+        tx.execute_batch(sql)?;
+    }
+    let keyring = match read_key_id(&tx)? {
+        Some(key_id) => Keyring::load(key_file, &key_id)?,
+        None => {
+            let keyring = Keyring::load_or_create(key_file)?;
+            tx.execute("INSERT INTO keyring (one, key_id) VALUES (1, ?1)", params![keyring.id()])?;
+            keyring
+        }
+    };
+    seal_plaintext_keys(&tx, &keyring)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    Ok(keyring)
+}
+
+fn read_key_id(conn: &Connection) -> Result<Option<String>> {
+    Ok(conn.query_row("SELECT key_id FROM keyring WHERE one = 1", [], |r| r.get(0)).optional()?)
+}
+
+/// Seals the plaintext signing keys a version-1 database kept. The keys
+/// themselves do not change (tokens stay valid; no revision bump: the data
+/// API serves the same bytes).
+fn seal_plaintext_keys(tx: &Transaction<'_>, keyring: &Keyring) -> Result<()> {
+    let rows: Vec<(String, String, zeroize::Zeroizing<String>)> = {
+        let mut stmt = tx.prepare("SELECT id, kid, signing_key FROM profiles")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, zeroize::Zeroizing::new(r.get(2)?))))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    for (id, kid, stored) in rows.iter().filter(|(_, _, k)| !keyring::is_sealed(k)) {
+        let key =
+            zeroize::Zeroizing::new(hex::decode(stored.as_str()).ok().filter(|k| k.len() == 32).ok_or_else(|| {
+                StoreError::Corrupt(format!("the plaintext signing key of profile {id} is not 64 hex digits"))
+            })?);
+        let sealed = keyring.seal(id, kid, &key)?;
+        tx.execute("UPDATE profiles SET signing_key = ?1 WHERE id = ?2", params![sealed, id])?;
+    }
+    Ok(())
+}
+
 /// Checks a profile name: 1..=100 characters, no control characters.
 pub fn validate_name(name: &str) -> Result<()> {
     let chars = name.chars().count();
@@ -526,44 +640,16 @@ pub fn validate_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Checks one allowed prefix.
-///
-/// Rules: starts and ends with `/`; at most 256 characters; only visible
-/// ASCII (so no whitespace, control or non-ASCII characters); no `?`, `#`,
-/// `%` or `\`; no empty segment (`//`); no `.` or `..` segment. `/` alone is
-/// allowed and matches everything. This is the rule set of the Envoy filter's
-/// `path::validate_prefix`, so the filter accepts every stored profile.
+/// Checks one allowed prefix with the filter's own rule
+/// ([`tollgate::path::validate_prefix`]: absolute, ending in `/`, at most 256
+/// visible ASCII characters without `?`, `#`, `%` or `\\`, no empty, `.` or
+/// `..` segment; `/` alone means everything), so the filter accepts every
+/// stored profile.
 pub fn validate_prefix(prefix: &str) -> Result<()> {
-    let reject = |reason: &str| {
-        Err(StoreError::InvalidPrefix { prefix: truncate_for_display(prefix), reason: reason.to_string() })
-    };
-    if prefix.chars().count() > MAX_PREFIX_CHARS {
-        return reject(&format!("must be at most {MAX_PREFIX_CHARS} characters"));
-    }
-    if !prefix.starts_with('/') {
-        return reject("must start with '/'");
-    }
-    if !prefix.ends_with('/') {
-        return reject("must end with '/'");
-    }
-    if !prefix.bytes().all(|b| b.is_ascii_graphic()) {
-        return reject("must hold only visible ASCII characters (no whitespace or control characters)");
-    }
-    if prefix.contains(['?', '#', '%', '\\']) {
-        return reject("must not contain '?', '#', '%' or '\\'");
-    }
-    if prefix.contains("//") {
-        return reject("must not contain '//'");
-    }
-    if prefix == "/" {
-        return Ok(());
-    }
-    // Strip the leading and trailing '/', leaving the segments.
-    let inner = prefix.strip_prefix('/').and_then(|p| p.strip_suffix('/')).unwrap_or_default();
-    if inner.split('/').any(|seg| seg == ".." || seg == ".") {
-        return reject("must not contain '.' or '..' segments");
-    }
-    Ok(())
+    tollgate::path::validate_prefix(prefix).map_err(|reason| StoreError::InvalidPrefix {
+        prefix: truncate_for_display(prefix),
+        reason: reason.to_string(),
+    })
 }
 
 /// Validates a prefix list and returns it de-duplicated (first occurrence
@@ -637,7 +723,7 @@ fn bump_revision(tx: &Transaction<'_>) -> Result<u64> {
 }
 
 /// Finds a profile by id or client_id.
-fn find(conn: &Connection, key: &str) -> Result<Profile> {
+fn find(conn: &Connection, key: &str) -> Result<StoredProfile> {
     let raw = conn
         .query_row(
             &format!("SELECT {PROFILE_COLUMNS} FROM profiles WHERE id = ?1 OR client_id = ?1"),
@@ -651,7 +737,7 @@ fn find(conn: &Connection, key: &str) -> Result<Profile> {
     }
 }
 
-fn load_by_id(conn: &Connection, id: &str) -> Result<Profile> {
+fn load_by_id(conn: &Connection, id: &str) -> Result<StoredProfile> {
     conn.query_row(&format!("SELECT {PROFILE_COLUMNS} FROM profiles WHERE id = ?1"), params![id], RawProfile::from_row)?
         .into_profile()
 }
@@ -663,7 +749,7 @@ struct RawProfile {
     client_id: String,
     secret_sha256: String,
     kid: String,
-    signing_key: String,
+    sealed_signing_key: String,
     allowed_prefixes: String,
     enabled: bool,
     created_at: i64,
@@ -679,7 +765,7 @@ impl RawProfile {
             client_id: r.get(2)?,
             secret_sha256: r.get(3)?,
             kid: r.get(4)?,
-            signing_key: r.get(5)?,
+            sealed_signing_key: r.get(5)?,
             allowed_prefixes: r.get(6)?,
             enabled: r.get(7)?,
             created_at: r.get(8)?,
@@ -688,18 +774,18 @@ impl RawProfile {
         })
     }
 
-    fn into_profile(self) -> Result<Profile> {
+    fn into_profile(self) -> Result<StoredProfile> {
         let allowed_prefixes: Vec<String> = serde_json::from_str(&self.allowed_prefixes).map_err(|e| {
             StoreError::Corrupt(format!("allowed_prefixes of profile {} is not a JSON string array: {e}", self.id))
         })?;
-        Ok(Profile {
+        Ok(StoredProfile {
             rev: from_sql_rev(self.rev)?,
             id: self.id,
             name: self.name,
             client_id: self.client_id,
             secret_sha256: self.secret_sha256,
             kid: self.kid,
-            signing_key: self.signing_key,
+            sealed_signing_key: self.sealed_signing_key,
             allowed_prefixes,
             enabled: self.enabled,
             created_at: self.created_at,
@@ -717,9 +803,13 @@ mod tests {
         list.iter().map(|s| s.to_string()).collect()
     }
 
+    fn open_at(path: impl AsRef<Path>) -> Result<Store> {
+        Store::open(path.as_ref(), keyring::default_key_file(path.as_ref()))
+    }
+
     fn open_temp() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path().join("sub/dir/t.db")).unwrap();
+        let store = open_at(dir.path().join("sub/dir/t.db")).unwrap();
         (dir, store)
     }
 
@@ -745,11 +835,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let id = {
-            let mut s = Store::open(&path).unwrap();
+            let mut s = open_at(&path).unwrap();
             s.create("a", &p(&["/a/"])).unwrap().profile.id
         };
         for _ in 0..3 {
-            let s = Store::open(&path).unwrap();
+            let s = open_at(&path).unwrap();
             assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
             assert_eq!(s.revision().unwrap(), 1);
             assert_eq!(s.get(&id).unwrap().name, "a");
@@ -761,10 +851,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         {
-            let s = Store::open(&path).unwrap();
+            let s = open_at(&path).unwrap();
             s.conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
         }
-        match Store::open(&path) {
+        match open_at(&path) {
             Err(StoreError::UnsupportedSchema { found, supported }) => {
                 assert_eq!(found, SCHEMA_VERSION + 1);
                 assert_eq!(supported, SCHEMA_VERSION);
@@ -781,7 +871,9 @@ mod tests {
         assert!(is_hex(&pr.id, 64));
         assert!(is_hex(&pr.client_id, 32));
         assert!(is_hex(&pr.kid, 64));
-        assert!(is_hex(&pr.signing_key, 64));
+        assert!(keyring::is_sealed(&pr.sealed_signing_key));
+        let key = s.keyring().unseal(&pr.id, &pr.kid, &pr.sealed_signing_key).unwrap();
+        assert_eq!(key.len(), 32);
         assert!(is_hex(created.client_secret.expose(), 64));
         assert_eq!(pr.secret_sha256, sha256_hex(created.client_secret.expose()));
         assert_eq!(pr.allowed_prefixes, p(&["/sales/", "/hr/"]));
@@ -794,7 +886,7 @@ mod tests {
         let second = s.create("other", &p(&["/"])).unwrap();
         assert_eq!(second.profile.rev, 2);
         assert_ne!(second.profile.id, pr.id);
-        assert_ne!(second.profile.signing_key, pr.signing_key);
+        assert_ne!(second.profile.sealed_signing_key, pr.sealed_signing_key);
         assert_eq!(s.revision().unwrap(), 2);
     }
 
@@ -815,7 +907,7 @@ mod tests {
             .unwrap();
         assert_eq!(hits, 0);
         assert!(!format!("{created:?}").contains(&secret));
-        assert!(!format!("{:?}", created.profile).contains(&created.profile.signing_key));
+        assert!(!format!("{:?}", created.profile).contains(&created.profile.sealed_signing_key));
     }
 
     #[test]
@@ -840,7 +932,9 @@ mod tests {
         assert_eq!(r.profile.id, c.profile.id);
         assert_eq!(r.profile.client_id, c.profile.client_id);
         assert_ne!(r.profile.kid, c.profile.kid);
-        assert_ne!(r.profile.signing_key, c.profile.signing_key);
+        assert_ne!(r.profile.sealed_signing_key, c.profile.sealed_signing_key);
+        let unseal = |p: &StoredProfile| s.keyring().unseal(&p.id, &p.kid, &p.sealed_signing_key).unwrap();
+        assert_ne!(unseal(&r.profile), unseal(&c.profile));
         assert_ne!(r.profile.secret_sha256, c.profile.secret_sha256);
         assert_ne!(r.client_secret, c.client_secret);
         assert_eq!(r.profile.secret_sha256, sha256_hex(r.client_secret.expose()));
@@ -1020,8 +1114,8 @@ mod tests {
     fn two_connections_see_each_others_writes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
-        let mut one = Store::open(&path).unwrap();
-        let mut two = Store::open(&path).unwrap();
+        let mut one = open_at(&path).unwrap();
+        let mut two = open_at(&path).unwrap();
         let a = one.create("a", &p(&["/a/"])).unwrap().profile;
         assert_eq!(two.revision().unwrap(), 1);
         two.disable(&a.id).unwrap();
@@ -1046,5 +1140,139 @@ mod tests {
             )
             .unwrap();
         assert_eq!(u64::try_from(max).unwrap(), s.revision().unwrap());
+    }
+
+    fn mode(path: &Path) -> u32 {
+        permissions::mode(path).unwrap()
+    }
+
+    #[test]
+    fn store_files_are_private_whatever_the_umask() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("var/t.db");
+        let mut s = open_at(&path).unwrap();
+        s.create("a", &p(&["/a/"])).unwrap();
+        assert!(s.exposures().is_empty(), "{:?}", s.exposures());
+        let wal = permissions::companion(&path, "-wal");
+        let shm = permissions::companion(&path, "-shm");
+        assert!(wal.exists() && shm.exists(), "WAL mode keeps both while open");
+        for f in [&path, &wal, &shm, &keyring::default_key_file(&path)] {
+            assert_eq!(mode(f), 0o600, "{}", f.display());
+        }
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+    }
+
+    #[test]
+    fn exposed_files_are_tightened_and_reported() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        open_at(&path).unwrap().create("a", &p(&["/a/"])).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let s = open_at(&path).unwrap();
+        assert_eq!(
+            s.exposures(),
+            &[
+                Exposure::OpenDirectory { path: dir.path().to_path_buf(), mode: 0o755 },
+                Exposure::FileTightened { path: path.clone(), was: 0o644 },
+            ]
+        );
+        assert_eq!(mode(&path), 0o600);
+        drop(s);
+        // An exposed key file is refused, not silently used.
+        let key = keyring::default_key_file(&path);
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = open_at(&path).unwrap_err();
+        assert!(matches!(e, StoreError::Keyring(KeyringError::Exposed { mode: 0o644, .. })), "{e}");
+    }
+
+    #[test]
+    fn a_copied_database_without_its_key_file_cannot_be_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let created = {
+            let mut s = open_at(&path).unwrap();
+            let created = s.create("a", &p(&["/a/"])).unwrap().profile;
+            s.close().unwrap();
+            created
+        };
+        let key_text = std::fs::read_to_string(keyring::default_key_file(&path)).unwrap();
+        let plain = {
+            let s = open_at(&path).unwrap();
+            hex::encode(s.keyring().unseal(&created.id, &created.kid, &created.sealed_signing_key).unwrap().as_slice())
+        };
+        // The file holds no plaintext key.
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(!bytes.windows(plain.len()).any(|w| w == plain.as_bytes()), "plaintext key in the db file");
+
+        let copy = dir.path().join("elsewhere/copy.db");
+        std::fs::create_dir(copy.parent().unwrap()).unwrap();
+        std::fs::copy(&path, &copy).unwrap();
+        let e = open_at(&copy).unwrap_err();
+        assert!(matches!(e, StoreError::Keyring(KeyringError::Missing { .. })), "{e}");
+        assert!(!keyring::default_key_file(&copy).exists(), "no key is invented for sealed data");
+        // A key file of its own (another key) is named as the wrong one.
+        Keyring::load_or_create(&keyring::default_key_file(&copy)).unwrap();
+        let e = open_at(&copy).unwrap_err();
+        assert!(matches!(e, StoreError::Keyring(KeyringError::Mismatch { .. })), "{e}");
+        for message in [e.to_string(), format!("{e:?}")] {
+            assert!(!message.contains(key_text.trim()) && !message.contains(&plain), "{message}");
+        }
+        // The right key file, named explicitly, opens it.
+        let s = Store::open(&copy, keyring::default_key_file(&path)).unwrap();
+        assert_eq!(s.get(&created.id).unwrap(), created);
+    }
+
+    #[test]
+    fn a_plaintext_version_1_database_is_sealed_on_first_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        let plain = "ab".repeat(32);
+        let id = "11".repeat(32);
+        let kid = "22".repeat(32);
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO profiles VALUES (?1, 'old', 'c1', ?2, ?3, ?4, '[\"/a/\"]', 1, 1700000000, NULL, 1)",
+                params![id, "33".repeat(32), kid, plain],
+            )
+            .unwrap();
+            conn.execute("UPDATE meta SET value = 1 WHERE key = 'revision'", []).unwrap();
+        }
+        let key_file = keyring::default_key_file(&path);
+        assert!(!key_file.exists());
+        let s = open_at(&path).unwrap();
+        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(s.revision().unwrap(), 1, "sealing is not a change the proxies see");
+        assert_eq!(mode(&key_file), 0o600);
+        let p1 = s.get(&id).unwrap();
+        assert!(keyring::is_sealed(&p1.sealed_signing_key));
+        assert_eq!(hex::encode(s.keyring().unseal(&id, &kid, &p1.sealed_signing_key).unwrap().as_slice()), plain);
+        assert_eq!(read_key_id(&s.conn).unwrap().as_deref(), Some(s.keyring().id()));
+        assert_eq!(s.integrity_check().unwrap(), "ok");
+        drop(s);
+        // Reopening neither re-seals nor needs a write lock.
+        let again = open_at(&path).unwrap();
+        assert_eq!(again.get(&id).unwrap(), p1);
+    }
+
+    #[test]
+    fn a_tampered_row_does_not_unseal() {
+        let (_d, mut s) = open_temp();
+        let a = s.create("a", &p(&["/a/"])).unwrap().profile;
+        let b = s.create("b", &p(&["/b/"])).unwrap().profile;
+        // Someone with write access moves a's sealed key into b's row.
+        s.conn
+            .execute("UPDATE profiles SET signing_key = ?1 WHERE id = ?2", params![a.sealed_signing_key, b.id])
+            .unwrap();
+        let b = s.get(&b.id).unwrap();
+        let e = s.keyring().unseal(&b.id, &b.kid, &b.sealed_signing_key).unwrap_err();
+        assert!(matches!(e, KeyringError::Unseal { ref profile_id } if *profile_id == b.id), "{e}");
+        let (snap, failed) = crate::views::data_snapshot(&s.snapshot().unwrap(), s.keyring());
+        assert_eq!(snap.profiles.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec![a.id.as_str()]);
+        assert_eq!(failed.len(), 1);
     }
 }

@@ -1,11 +1,15 @@
 //! JSON shapes shared by the HTTP API and the CLI.
 //!
-//! Admin views never contain `secret_sha256` or `signing_key`; the data view
-//! (for the Envoy filter) contains both.
+//! Admin views never contain `secret_sha256` or a signing key; the data view
+//! (for the Envoy filter) contains both, the key unsealed, in the filter's
+//! own contract types ([`tollgate::contract`]): one definition serialised
+//! here and parsed there.
 
 use serde::Serialize;
+use tollgate::contract::{self, ProfileRecord};
 
-use crate::store::{Change, Changes, Profile, Snapshot, WithSecret};
+use crate::keyring::{Keyring, KeyringError};
+use crate::store::{Changes, Snapshot, StoredProfile, WithSecret};
 
 /// Admin profile: `{"id","name","client_id","kid","allowed_prefixes",
 /// "enabled","created_at","rotated_at","revision"}`.
@@ -22,8 +26,8 @@ pub struct AdminProfile<'a> {
     pub revision: u64,
 }
 
-impl<'a> From<&'a Profile> for AdminProfile<'a> {
-    fn from(p: &'a Profile) -> Self {
+impl<'a> From<&'a StoredProfile> for AdminProfile<'a> {
+    fn from(p: &'a StoredProfile) -> Self {
         AdminProfile {
             id: &p.id,
             name: &p.name,
@@ -45,7 +49,7 @@ pub struct ProfileEnvelope<'a> {
 }
 
 impl<'a> ProfileEnvelope<'a> {
-    pub fn new(p: &'a Profile) -> Self {
+    pub fn new(p: &'a StoredProfile) -> Self {
         ProfileEnvelope { profile: p.into() }
     }
 }
@@ -101,69 +105,42 @@ pub struct Deleted<'a> {
     pub deleted: &'a str,
 }
 
-/// Data profile for the proxies: `{"id","client_id","client_secret_sha256",
-/// "kid","signing_key","allowed_prefixes","disabled"}`.
-#[derive(Serialize)]
-pub struct DataProfile<'a> {
-    pub id: &'a str,
-    pub client_id: &'a str,
-    pub client_secret_sha256: &'a str,
-    pub kid: &'a str,
-    pub signing_key: &'a str,
-    pub allowed_prefixes: &'a [String],
-    pub disabled: bool,
+/// The data API's record for `p` (the filter's own contract type), with its
+/// signing key unsealed: the only place a plaintext signing key exists.
+fn data_record(p: &StoredProfile, keyring: &Keyring) -> Result<ProfileRecord, KeyringError> {
+    let key = keyring.unseal(&p.id, &p.kid, &p.sealed_signing_key)?;
+    Ok(ProfileRecord {
+        id: p.id.clone(),
+        client_id: p.client_id.clone(),
+        client_secret_sha256: p.secret_sha256.clone(),
+        kid: p.kid.clone(),
+        signing_key: hex::encode(key.as_slice()),
+        allowed_prefixes: p.allowed_prefixes.clone(),
+        disabled: !p.enabled,
+        name: None,
+    })
 }
 
-impl<'a> From<&'a Profile> for DataProfile<'a> {
-    fn from(p: &'a Profile) -> Self {
-        DataProfile {
-            id: &p.id,
-            client_id: &p.client_id,
-            client_secret_sha256: &p.secret_sha256,
-            kid: &p.kid,
-            signing_key: &p.signing_key,
-            allowed_prefixes: &p.allowed_prefixes,
-            disabled: !p.enabled,
-        }
-    }
+/// `{"version":1,"revision":N,"profiles":[data profile...]}`, and the
+/// profiles left out because their key did not unseal (a tampered row): the
+/// proxies then treat them as absent, which refuses their tokens.
+pub fn data_snapshot(s: &Snapshot, keyring: &Keyring) -> (contract::Snapshot, Vec<KeyringError>) {
+    let mut failed = Vec::new();
+    let profiles = s.profiles.iter().filter_map(|p| data_record(p, keyring).map_err(|e| failed.push(e)).ok()).collect();
+    (contract::Snapshot::new(s.revision, profiles), failed)
 }
 
-/// `{"revision":N,"profiles":[data profile...]}`
-#[derive(Serialize)]
-pub struct DataSnapshot<'a> {
-    pub revision: u64,
-    pub profiles: Vec<DataProfile<'a>>,
-}
-
-impl<'a> DataSnapshot<'a> {
-    pub fn new(s: &'a Snapshot) -> Self {
-        DataSnapshot { revision: s.revision, profiles: s.profiles.iter().map(DataProfile::from).collect() }
-    }
-}
-
-/// `{"id":"...","profile":P|null}`
-#[derive(Serialize)]
-pub struct DataChange<'a> {
-    pub id: &'a str,
-    pub profile: Option<DataProfile<'a>>,
-}
-
-impl<'a> From<&'a Change> for DataChange<'a> {
-    fn from(c: &'a Change) -> Self {
-        DataChange { id: &c.id, profile: c.profile.as_ref().map(DataProfile::from) }
-    }
-}
-
-/// `{"revision":M,"reset":bool,"changes":[...]}`
-#[derive(Serialize)]
-pub struct DataChanges<'a> {
-    pub revision: u64,
-    pub reset: bool,
-    pub changes: Vec<DataChange<'a>>,
-}
-
-impl<'a> DataChanges<'a> {
-    pub fn new(c: &'a Changes) -> Self {
-        DataChanges { revision: c.revision, reset: c.reset, changes: c.changes.iter().map(DataChange::from).collect() }
-    }
+/// `{"version":1,"revision":M,"reset":bool,"changes":[{"id","profile":P|null}...]}`;
+/// a profile whose key does not unseal is sent as deleted (`null`).
+pub fn data_changes(c: &Changes, keyring: &Keyring) -> (contract::Changes, Vec<KeyringError>) {
+    let mut failed = Vec::new();
+    let changes = c
+        .changes
+        .iter()
+        .map(|ch| contract::Change {
+            id: ch.id.clone(),
+            profile: ch.profile.as_ref().and_then(|p| data_record(p, keyring).map_err(|e| failed.push(e)).ok()),
+        })
+        .collect();
+    (contract::Changes::new(c.revision, c.reset, changes), failed)
 }

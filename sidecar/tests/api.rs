@@ -283,7 +283,7 @@ fn data_snapshot_and_changes_feed() {
 
     let empty = server.data("/data/v1/snapshot");
     assert_eq!(empty.status, 200);
-    assert_eq!(empty.json(), json!({"revision": 0, "profiles": []}));
+    assert_eq!(empty.json(), json!({"version": 1, "revision": 0, "profiles": []}));
 
     let a = server.create("a", &["/a/"]); // rev 1
     let b = server.create("b", &["/b/"]); // rev 2
@@ -293,7 +293,7 @@ fn data_snapshot_and_changes_feed() {
     assert_eq!(r.status, 200);
 
     let snap = server.data("/data/v1/snapshot").json();
-    assert_eq!(keys(&snap), vec!["profiles", "revision"]);
+    assert_eq!(keys(&snap), vec!["profiles", "revision", "version"]);
     assert_eq!(snap["revision"], 3);
     let profiles = snap["profiles"].as_array().unwrap();
     assert_eq!(profiles.len(), 2, "disabled profiles are included");
@@ -310,7 +310,7 @@ fn data_snapshot_and_changes_feed() {
 
     // Everything since 0.
     let all = server.data("/data/v1/changes?since=0&wait=0").json();
-    assert_eq!(keys(&all), vec!["changes", "reset", "revision"]);
+    assert_eq!(keys(&all), vec!["changes", "reset", "revision", "version"]);
     assert_eq!(all["revision"], 3);
     assert_eq!(all["reset"], false);
     let ch = all["changes"].as_array().unwrap();
@@ -329,7 +329,10 @@ fn data_snapshot_and_changes_feed() {
     let r = server.admin("DELETE", &format!("/admin/v1/profiles/{a_id}"), None); // rev 4
     assert_eq!(r.status, 200);
     let since3 = server.data("/data/v1/changes?since=3&wait=0").json();
-    assert_eq!(since3, json!({"revision": 4, "reset": false, "changes": [{"id": a_id, "profile": null}]}));
+    assert_eq!(
+        since3,
+        json!({"version": 1, "revision": 4, "reset": false, "changes": [{"id": a_id, "profile": null}]})
+    );
     let all = server.data("/data/v1/changes?since=0&wait=0").json();
     assert_eq!(all["revision"], 4);
     let ids: Vec<&Value> = all["changes"].as_array().unwrap().iter().map(|c| &c["id"]).collect();
@@ -339,11 +342,11 @@ fn data_snapshot_and_changes_feed() {
     // Up to date: empty answer with the same revision.
     let current = server.data("/data/v1/changes?since=4&wait=0");
     assert_eq!(current.status, 200);
-    assert_eq!(current.json(), json!({"revision": 4, "reset": false, "changes": []}));
+    assert_eq!(current.json(), json!({"version": 1, "revision": 4, "reset": false, "changes": []}));
 
     // Ahead of the store: reset.
     let ahead = server.data("/data/v1/changes?since=99&wait=5");
-    assert_eq!(ahead.json(), json!({"revision": 4, "reset": true, "changes": []}));
+    assert_eq!(ahead.json(), json!({"version": 1, "revision": 4, "reset": true, "changes": []}));
 
     // Rotation is visible to the proxies.
     let b_before = server.data("/data/v1/snapshot").json()["profiles"][0].clone();
@@ -365,7 +368,7 @@ fn long_poll_times_out_with_unchanged_revision() {
     let started = Instant::now();
     let r = server.data("/data/v1/changes?since=1&wait=1");
     assert_eq!(r.status, 200);
-    assert_eq!(r.json(), json!({"revision": 1, "reset": false, "changes": []}));
+    assert_eq!(r.json(), json!({"version": 1, "revision": 1, "reset": false, "changes": []}));
     assert!(started.elapsed() >= Duration::from_millis(900), "waited");
 }
 
@@ -405,9 +408,9 @@ fn graceful_shutdown_wakes_long_polls_and_exits_zero() {
     assert!(status.success(), "{status:?}");
     let r = poll.join().unwrap().expect("in-flight long-poll is answered");
     assert_eq!(r.status, 200);
-    assert_eq!(r.json(), json!({"revision": 1, "reset": false, "changes": []}));
+    assert_eq!(r.json(), json!({"version": 1, "revision": 1, "reset": false, "changes": []}));
     // The database is closed cleanly and intact.
-    let store = tollgate_sidecar::store::Store::open(&db).unwrap();
+    let store = tollgate_sidecar::store::Store::open(&db, tollgate_sidecar::keyring::default_key_file(&db)).unwrap();
     assert_eq!(store.integrity_check().unwrap(), "ok");
     assert_eq!(store.revision().unwrap(), 1);
 }

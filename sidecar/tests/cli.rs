@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{cli, cli_json, request, stderr_of, temp_db, Server, DATA};
+use common::{cli, cli_json, request, run, stderr_of, temp_db, Server, ADMIN, DATA};
 use serde_json::{json, Value};
 
 fn assert_fails(out: &std::process::Output, code: i32, needle: &str) {
@@ -186,7 +186,7 @@ fn server_sees_cli_writes_and_wakes_long_polls() {
     let (answered, v) = poll.join().unwrap();
     let lag = answered.saturating_duration_since(done);
     assert!(lag < Duration::from_secs(1), "answered {lag:?} after the CLI delete");
-    assert_eq!(v, json!({"revision": 3, "reset": false, "changes": [{"id": id, "profile": null}]}));
+    assert_eq!(v, json!({"version": 1, "revision": 3, "reset": false, "changes": [{"id": id, "profile": null}]}));
 
     // The admin API sees CLI writes too, and vice versa.
     let list = server.admin("GET", "/admin/v1/profiles", None).json();
@@ -201,4 +201,81 @@ fn server_sees_cli_writes_and_wakes_long_polls() {
     let shown = cli_json(&cli(&db, &["profile", "show", via_api["profile"]["client_id"].as_str().unwrap()]));
     assert_eq!(shown["profile"]["enabled"], false);
     assert_eq!(shown["profile"]["revision"], 4);
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+fn with_suffix(path: &std::path::Path, suffix: &str) -> std::path::PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    s.into()
+}
+
+#[test]
+fn store_files_are_private_and_a_copied_database_mints_nothing() {
+    let (dir, db) = temp_db();
+    let key_file = db.with_extension("key");
+    let mut server = Server::start(&db);
+    let created = server.create("a", &["/a/"]);
+    let signing_key =
+        server.data("/data/v1/snapshot").json()["profiles"][0]["signing_key"].as_str().unwrap().to_owned();
+    for f in [db.clone(), with_suffix(&db, "-wal"), with_suffix(&db, "-shm"), key_file.clone()] {
+        assert_eq!(mode(&f), 0o600, "{}", f.display());
+    }
+    assert_eq!(mode(db.parent().unwrap()), 0o700);
+    assert!(server.terminate(Duration::from_secs(20)).is_some_and(|s| s.success()));
+    let key_text = std::fs::read_to_string(&key_file).unwrap();
+
+    // The database file alone, copied elsewhere: neither the CLI nor the
+    // server opens it, and they say why.
+    let copy = dir.path().join("stolen/copy.db");
+    std::fs::create_dir(copy.parent().unwrap()).unwrap();
+    std::fs::copy(&db, &copy).unwrap();
+    assert!(!std::fs::read(&copy).unwrap().windows(64).any(|w| w == signing_key.as_bytes()));
+    let out = cli(&copy, &["profile", "list"]);
+    assert_fails(&out, 1, "does not exist");
+    assert!(stderr_of(&out).contains("copy.key") && stderr_of(&out).contains("--key-file"), "{}", stderr_of(&out));
+    let copy_s = copy.to_str().unwrap();
+    let tokens = [("TOLLGATE_ADMIN_TOKEN", ADMIN), ("TOLLGATE_DATA_TOKEN", DATA)];
+    let served = run(&["serve", "--listen", "127.0.0.1:0", "--db", copy_s], &tokens);
+    assert_fails(&served, 1, "does not exist");
+    assert!(!copy.with_extension("key").exists(), "no new key is made for sealed data");
+
+    // Another key file is named as the wrong one, by flag or environment.
+    let (_other_dir, other_db) = temp_db();
+    cli_json(&cli(&other_db, &["profile", "list"]));
+    let other_key = other_db.with_extension("key");
+    let out = cli(&copy, &["profile", "list", "--key-file", other_key.to_str().unwrap()]);
+    assert_fails(&out, 1, "wrong key file");
+    let out = run(&["profile", "list", "--db", copy_s], &[("TOLLGATE_KEY_FILE", other_key.to_str().unwrap())]);
+    assert_fails(&out, 1, "wrong key file");
+    for out in [&out, &served] {
+        let err = stderr_of(out);
+        assert!(!err.contains(key_text.trim()) && !err.contains(&signing_key), "key material in {err:?}");
+    }
+
+    // With its own key file it is the same store.
+    let out = run(&["profile", "list", "--db", copy_s], &[("TOLLGATE_KEY_FILE", key_file.to_str().unwrap())]);
+    assert_eq!(cli_json(&out)["profiles"][0]["id"], created["profile"]["id"]);
+}
+
+#[test]
+fn an_exposed_database_is_made_private_with_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_dir, db) = temp_db();
+    cli_json(&cli(&db, &["profile", "create", "--name", "a", "--allow", "/a/"]));
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = cli(&db, &["profile", "list"]);
+    assert_eq!(cli_json(&out)["profiles"].as_array().unwrap().len(), 1);
+    let err = stderr_of(&out);
+    assert!(err.starts_with("warning: ") && err.contains("was mode 0644"), "{err:?}");
+    assert_eq!(mode(&db), 0o600);
+    assert!(stderr_of(&cli(&db, &["profile", "list"])).is_empty(), "warned once, then private");
+
+    let key_file = db.with_extension("key");
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o604)).unwrap();
+    assert_fails(&cli(&db, &["profile", "list"]), 1, "chmod 600");
 }

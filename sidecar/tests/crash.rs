@@ -143,7 +143,7 @@ fn sigkill_during_write_burst_loses_nothing_acknowledged() {
 
     // The database opens, is intact and consistent.
     {
-        let store = Store::open(&db).unwrap();
+        let store = Store::open(&db, tollgate_sidecar::keyring::default_key_file(&db)).unwrap();
         assert_eq!(store.integrity_check().unwrap(), "ok");
         let revision = store.revision().unwrap();
         assert!(revision >= acked.max_revision);

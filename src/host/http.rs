@@ -12,6 +12,7 @@ use super::{log, now_secs};
 use crate::flow::{self, RequestFlow, RequestHost};
 use crate::profile::ProfileLookup;
 use crate::response::LocalResponse;
+use crate::shared::SharedStore;
 
 pub(crate) struct Http {
     worker: Rc<Worker>,
@@ -64,6 +65,15 @@ impl RequestHost for Host<'_> {
 
     fn profiles(&mut self) -> Result<(Rc<dyn ProfileLookup>, u64), &'static str> {
         self.worker.profiles.current()
+    }
+
+    fn source_address(&self) -> Option<String> {
+        let bytes = hostcalls::get_property(vec!["source", "address"]).ok().flatten()?;
+        String::from_utf8(bytes).ok()
+    }
+
+    fn shared_store(&self) -> &dyn SharedStore {
+        &self.worker.shared
     }
 
     fn log(&self, message: std::fmt::Arguments) {

@@ -11,11 +11,11 @@ use proxy_wasm::types::{ContextType, LogLevel};
 
 use super::http::Http;
 use super::log;
-use super::sync::{HostStore, Sync};
+use super::sync::{HostStore, SidecarSync};
 use crate::config::Config;
 use crate::guard::VerifiedCache;
 use crate::profile::{ProfileLookup, ProfileSet};
-use crate::shared::SharedProfiles;
+use crate::shared::{Namespaced, SharedProfiles};
 use crate::sync::TICK_MS;
 
 /// Where HTTP contexts get profiles from.
@@ -24,7 +24,7 @@ pub(crate) enum ProfileSource {
     Static(Rc<ProfileSet>),
     /// The shared-data cache the elected poller keeps in sync with the
     /// sidecar; refused (503) before the first snapshot or when stale.
-    Shared { view: Rc<SharedProfiles<HostStore>>, max_staleness: Option<u64> },
+    Shared { view: Rc<SharedProfiles<Namespaced<HostStore>>>, max_staleness: Option<u64> },
 }
 
 impl ProfileSource {
@@ -69,11 +69,13 @@ pub(crate) struct Worker {
     pub(crate) profiles: ProfileSource,
     pub(crate) cache: RefCell<VerifiedCache>,
     pub(crate) jti: RefCell<JtiSource>,
+    /// This plugin's slice of shared data (the lockout tables live there).
+    pub(crate) shared: Namespaced<HostStore>,
 }
 
 pub(crate) struct Root {
     worker: Option<Rc<Worker>>,
-    sync: Option<Sync>,
+    sync: Option<SidecarSync>,
 }
 
 impl Root {
@@ -115,14 +117,14 @@ impl RootContext for Root {
             (None, Some(sidecar)) => {
                 // Every worker ticks; the lease in shared data lets only one
                 // of them poll (Istio's WasmPlugin has no singleton VM).
-                self.sync = Some(Sync::new(sidecar.clone()));
+                self.sync = Some(SidecarSync::new(sidecar.clone(), &config.shared_data_namespace));
                 self.set_tick_period(std::time::Duration::from_millis(TICK_MS));
                 log(
                     LogLevel::Info,
                     &format!("configured: token path {}, profiles from cluster {}", config.token_path, sidecar.cluster),
                 );
                 ProfileSource::Shared {
-                    view: Rc::new(SharedProfiles::new(HostStore)),
+                    view: Rc::new(SharedProfiles::new(Namespaced::new(HostStore, &config.shared_data_namespace))),
                     max_staleness: sidecar.max_staleness_seconds,
                 }
             }
@@ -132,6 +134,7 @@ impl RootContext for Root {
         self.worker = Some(Rc::new(Worker {
             cache: RefCell::new(VerifiedCache::new(config.cache_size)),
             jti: RefCell::new(JtiSource::new()),
+            shared: Namespaced::new(HostStore, &config.shared_data_namespace),
             config,
             profiles,
         }));

@@ -8,10 +8,10 @@ use proxy_wasm::types::{BufferType, LogLevel, MapType, Status};
 
 use super::log;
 use crate::config::SidecarConfig;
-use crate::shared::{SharedStore, StoreError};
+use crate::shared::{Namespaced, SharedStore, StoreError};
 use crate::sync::{Level, Poller, Request};
 
-/// Envoy's shared data for this `vm_id`.
+/// Envoy's shared data for this `vm_id` (all of it: [`Namespaced`] narrows it to one plugin).
 #[derive(Clone, Copy, Default)]
 pub(crate) struct HostStore;
 
@@ -45,28 +45,31 @@ fn logger() -> impl FnMut(Level, &str) {
             match level {
                 Level::Info => LogLevel::Info,
                 Level::Warn => LogLevel::Warn,
+                Level::Error => LogLevel::Error,
             },
             message,
         )
     }
 }
 
-/// The root context's sync duties.
-pub(crate) struct Sync {
+/// The root context's sync duties. (Not `Sync`: that name is std's marker
+/// trait.)
+pub(crate) struct SidecarSync {
     poller: Poller,
     sidecar: SidecarConfig,
+    store: Namespaced<HostStore>,
 }
 
-impl Sync {
-    pub(crate) fn new(sidecar: SidecarConfig) -> Self {
+impl SidecarSync {
+    pub(crate) fn new(sidecar: SidecarConfig, namespace: &str) -> Self {
         // Random per worker VM (std's RandomState is keyed from WASI
         // random_get): context ids repeat across workers, lease owners must not.
         let me = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), now_ms());
-        Self { poller: Poller::new(me), sidecar }
+        Self { poller: Poller::new(me), sidecar, store: Namespaced::new(HostStore, namespace) }
     }
 
     pub(crate) fn on_tick(&mut self) {
-        if let Some(request) = self.poller.on_tick(&HostStore, now_ms(), &mut logger()) {
+        if let Some(request) = self.poller.on_tick(&self.store, now_ms(), &mut logger()) {
             self.dispatch(request);
         }
     }
@@ -79,7 +82,7 @@ impl Sync {
             .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u32>().ok());
         let body =
             hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
-        if let Some(next) = self.poller.on_response(&HostStore, token, status, &body, now_ms(), &mut logger()) {
+        if let Some(next) = self.poller.on_response(&self.store, token, status, &body, now_ms(), &mut logger()) {
             self.dispatch(next);
         }
     }
@@ -96,7 +99,7 @@ impl Sync {
         let timeout = Duration::from_secs(self.sidecar.long_poll_seconds + 5);
         match hostcalls::dispatch_http_call(&self.sidecar.cluster, headers, None, vec![], timeout) {
             Ok(token) => self.poller.dispatched(request, token),
-            Err(_) => self.poller.dispatch_failed(now_ms(), &mut logger()),
+            Err(_) => self.poller.dispatch_failed(&HostStore, now_ms(), &mut logger()),
         }
     }
 }

@@ -241,3 +241,21 @@ def test_bad_admin_input_changes_nothing(sidecar, gateway):
     assert sidecar.admin("GET", "/profiles").json()["revision"] == rev
     # And the old credentials still work.
     until(lambda: requests.post(gateway.url + "/oauth2/token", auth=(cid, secret), data=FORM).status_code == 200, 1.0)
+
+
+def test_store_files_are_private_and_keys_sealed_at_rest(sidecar):
+    """Defect: var/tollgate.db (and -wal/-shm) were 0644 with plaintext HMAC
+    keys. Now every store file is 0600 and the database file holds no key."""
+    import os
+    import stat
+    create(sidecar)
+    r = requests.get(sidecar.url + "/data/v1/snapshot", headers={"authorization": f"Bearer {sidecar.data_token}"})
+    assert r.status_code == 200 and r.json()["version"] == 1
+    signing_key = r.json()["profiles"][0]["signing_key"]
+    db = sidecar.db
+    files = [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"), db.with_suffix(".key")]
+    for f in files:
+        assert stat.S_IMODE(os.stat(f).st_mode) == 0o600, f
+    for f in files[:3]:
+        assert signing_key.encode() not in f.read_bytes(), f
+    assert signing_key not in sidecar.output()

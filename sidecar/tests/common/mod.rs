@@ -32,6 +32,7 @@ impl Server {
             .args(["serve", "--listen", "127.0.0.1:0", "--db"])
             .arg(db)
             .env_remove("TOLLGATE_DB")
+            .env_remove("TOLLGATE_KEY_FILE")
             .env_remove("TOLLGATE_SIDECAR_LISTEN")
             .env("TOLLGATE_ADMIN_TOKEN", ADMIN)
             .env("TOLLGATE_DATA_TOKEN", DATA)
@@ -254,6 +255,7 @@ pub fn cli(db: &Path, args: &[&str]) -> Output {
         .arg("--db")
         .arg(db)
         .env_remove("TOLLGATE_DB")
+        .env_remove("TOLLGATE_KEY_FILE")
         .stdin(Stdio::null())
         .output()
         .expect("run cli")
@@ -264,6 +266,7 @@ pub fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .env_remove("TOLLGATE_DB")
+        .env_remove("TOLLGATE_KEY_FILE")
         .env_remove("TOLLGATE_ADMIN_TOKEN")
         .env_remove("TOLLGATE_DATA_TOKEN")
         .env_remove("TOLLGATE_SIDECAR_LISTEN")
