@@ -651,7 +651,10 @@ pub fn path(data: &[u8]) {
 /// Envoy's shared data: one CAS per key, bumped on every set; an empty value
 /// reads as absent.
 #[derive(Clone, Default)]
-pub struct MemStore(Rc<RefCell<HashMap<String, (Vec<u8>, u32)>>>);
+pub struct MemStore(Rc<RefCell<Cells>>);
+
+/// Key → (value, CAS).
+type Cells = HashMap<String, (Vec<u8>, u32)>;
 
 impl SharedStore for MemStore {
     fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
@@ -880,7 +883,9 @@ pub fn lockout(data: &[u8]) {
 }
 
 /// Every target by name, for the corpus replay.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub type Target = fn(&[u8]);
+
+pub const TARGETS: &[(&str, Target)] = &[
     ("media_type", media_type),
     ("form", form),
     ("json", json),
