@@ -112,6 +112,7 @@ def seeds():
         " \t\n{}",
         '{"a":1e999}',
         Finding("finding-5-invalid-utf8-in-skipped-member", b'{"grant_type":"client_credentials","x":{"y":"\xff"}}'),
+        Finding("finding-5-number-out-of-range-in-skipped-member", '{"grant_type":"client_credentials","x":[1e99999]}'),
     ]
     rfc = rfc_body(CURL, [("grant_type", "client_credentials"), ("client_id", "id"), ("client_secret", "s e/c+")])
     s["multipart_multer"] = [
@@ -246,6 +247,7 @@ def seeds():
         "/a/b/\n/a/b/./c#frag",
         "/sa'/%aes\n/sa'/%aes",
         "/a%41/\n/a%41/x",
+        "/s;;;;/\n/s;;;;",
     ]
     stamp = b"3 7 1700000000"
     entry = f"{hexs(101)} client-1".encode()
