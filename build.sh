@@ -154,7 +154,7 @@ cmd_test() {
     cargo clippy -q -p tollgate --target wasm32-wasip1 -- -D warnings
     say "unit and integration tests, native"
     cargo test -q --workspace
-    say "fuzz targets: every committed seed and reproducer replayed natively (fuzz/corpus)"
+    say "fuzz targets: every committed seed (fuzz/corpus) replayed natively through its target"
     cargo fmt --manifest-path fuzz/Cargo.toml --check
     cargo test -q --manifest-path fuzz/Cargo.toml --target-dir target --lib --no-default-features
     say "pure-module tests in wasm under Node (wasm-bindgen-test)"
