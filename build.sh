@@ -156,7 +156,9 @@ cmd_test() {
     cargo test -q --workspace
     say "fuzz targets: every committed seed (fuzz/corpus) replayed natively through its target"
     cargo fmt --manifest-path fuzz/Cargo.toml --check
-    cargo test -q --manifest-path fuzz/Cargo.toml --target-dir target --lib --no-default-features
+    # Its own target dir: the fuzz crate is another workspace (another
+    # lockfile and feature set), and sharing target/ mixes their artifacts.
+    cargo test -q --manifest-path fuzz/Cargo.toml --target-dir target/fuzz-replay --lib --no-default-features
     say "pure-module tests in wasm under Node (wasm-bindgen-test)"
     CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER="$TOOLS/bin/wasm-bindgen-test-runner" \
         cargo test -p tollgate --lib --no-default-features --target wasm32-unknown-unknown
