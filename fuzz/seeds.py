@@ -205,6 +205,8 @@ def seeds():
         signed('{"alg":"HS256"}', claims),
         signed(head, '{"sub":"%s"}' % r1["id"]),
         signed(head, '{"sub":"%s","exp":18446744073709551615,"nbf":0}' % r1["id"]),
+        Finding("finding-5-invalid-utf8-in-jwt-header", b"\x01" + ('{"alg":"HS256","kid":"%s","x":"' % r1["kid"]).encode()
+                + b'\xd1"}\x00' + claims.encode()),
         b"\x00" + (b64u(b'{"alg":"none","typ":"JWT"}') + "." + b64u(claims.encode()) + ".").encode(),
         b"\x00" + f"{b64u(head.encode())}.{b64u(claims.encode())}.AAAA".encode(),
         b"\x00a.b.c.d",

@@ -547,8 +547,13 @@ pub fn jwt(data: &[u8]) {
     if let Ok(v) = jwt::verify(&token, |_| Some(Rc::clone(&profile))) {
         // Only HS256 under our key with our subject gets here.
         let header = token.split('.').next().and_then(|h| b64::url_decode(h.as_bytes())).unwrap_or_default();
-        let header: serde_json::Value = serde_json::from_slice(&header).unwrap_or_default();
-        assert_eq!(header["alg"], "HS256");
+        match serde_json::from_slice::<serde_json::Value>(&header) {
+            Ok(header) => assert_eq!(header["alg"], "HS256"),
+            // Finding 5 again: a header member we skip may hold invalid UTF-8
+            // (only under a valid signature, so only in tokens we minted).
+            Err(_) if SKIP_OPEN_FINDINGS => {}
+            Err(e) => panic!("verified a token whose header serde_json refuses: {e}"),
+        }
         assert_eq!(v.profile.id, profile.id);
         let _ = jwt::check_time(v.exp, v.nbf, NOW, 30);
     }
