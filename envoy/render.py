@@ -214,7 +214,7 @@ def compose_region(region: str, *, hosts: list[str] | None = None, wasm_path: st
 # three share one config. A sidecar cut off from PostgreSQL keeps answering
 # its Envoy from the last snapshot it has; past FLEET_MAX_STALENESS seconds
 # without a sync the Envoy refuses (503) rather than trust a stale view.
-FLEET_LONG_POLL_SECONDS, FLEET_MAX_STALENESS_SECONDS = 5, 15
+FLEET_LONG_POLL_SECONDS, FLEET_MAX_STALENESS_SECONDS = 5, 10
 
 
 def compose_fleet(*, wasm_path: str = COMPOSE_WASM, data_token: str = DATA_TOKEN_PLACEHOLDER) -> dict:

@@ -585,8 +585,10 @@ class Fleet:
             time.sleep(0.25)
         raise SystemExit(f"compose: envoy-{n} never minted a token for the demo client (last: {last})")
 
-    def down(self) -> None:
-        self.run("down", "-v", "--remove-orphans", "--timeout", "5", check=False)
+    def down(self, grace: int = 5) -> None:
+        """`grace`: seconds each container gets to stop (the demo upstream
+        ignores SIGTERM and always takes all of it)."""
+        self.run("down", "-v", "--remove-orphans", "--timeout", str(grace), check=False)
 
 
 def main() -> None:
@@ -648,7 +650,7 @@ def fleet_main(action: str | None, project: str, clients_path: pathlib.Path) -> 
     print(f"  client_id={c['client_id']} client_secret={c['client_secret']}")
     for n, cell in c["cells"].items():
         print(f"  cell {n}: Envoy {cell['base_url']}  sidecar {cell['sidecar_url']}  "
-              f"(admin token: docker-compose -p {project} -f envoy/compose/fleet.yaml exec sidecar-{n} "
+              f"(admin token: {' '.join(fleet.compose)} -p {project} -f envoy/compose/fleet.yaml exec sidecar-{n} "
               "cat /var/lib/tollgate/admin-token)")
     base = c["cells"]["1"]["base_url"]
     print(f"""
