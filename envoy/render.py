@@ -18,6 +18,18 @@ HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_mana
 ROUTER = {"name": "envoy.filters.http.router",
           "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
 SINK_LISTENER = "tollgate_token_sink"
+# The labels Tollgate's metrics carry, encoded in the stat name as
+# `<tag>=.=<value>;.;<name>` (src/metrics.rs). Envoy makes tags of them only
+# with these bootstrap `stats_tags` (the same regex Istio derives from
+# ProxyConfig `extraStatTags`); /stats/prometheus then prints
+# tollgate_token_refused_total{error="invalid_client"}.
+METRIC_TAGS = ("error", "cause")
+
+
+def stats_config() -> dict:
+    return {"stats_tags": [{"tag_name": t, "regex": rf"({t}=\.=(.*?);\.;)"} for t in METRIC_TAGS]}
+
+
 # Headers with underscores are dropped before any filter sees them: an
 # upstream behind CGI, WSGI or PHP reads `x_tollgate_client_id` and
 # `x-tollgate-client-id` as the same HTTP_X_TOLLGATE_CLIENT_ID, so a
@@ -131,6 +143,7 @@ def bootstrap(admin_port: int, listeners: list, clusters: list, *, admin_address
         "bootstrap_extensions": [{"name": "envoy.bootstrap.internal_listener", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener"}}],
         "static_resources": {"listeners": listeners, "clusters": clusters},
+        "stats_config": stats_config(),
     }
 
 
@@ -187,6 +200,10 @@ def compose_region(region: str, *, hosts: list[str] | None = None, wasm_path: st
         "sidecar": {"cluster": "tollgate_sidecar", "data_token": data_token, "authority": f"{region}-sidecar"},
         "public_paths": ["/demo/public/"],
         "realm": f"tollgate-{region}",
+        # RFC 8414 discovery: the region's public names as a TLS front would
+        # present them (the listener strips the port before the filter sees
+        # the authority); any other host gets the filter's JSON 404.
+        "issuers": [f"https://{h}" for h in hosts],
     }
     unknown_host = {
         "name": "unknown_host",

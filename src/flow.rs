@@ -5,9 +5,11 @@
 use std::rc::Rc;
 
 use crate::config::Config;
+use crate::discovery;
 use crate::error::{BearerError, TokenError};
 use crate::guard::{self, VerifiedCache};
 use crate::media_type::BodyFormat;
+use crate::metrics::Outcome;
 use crate::path;
 use crate::profile::{ProfileLookup, MAX_CLIENT_ID_LEN};
 use crate::response::LocalResponse;
@@ -39,6 +41,8 @@ pub trait RequestHost {
     /// Outcome logging (debug level). Formatted only if the host will keep
     /// it. Callers never pass secrets or tokens.
     fn log(&self, message: std::fmt::Arguments);
+    /// Counts an outcome (Envoy metrics; see [`crate::metrics`]).
+    fn record(&mut self, outcome: Outcome);
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,6 +129,11 @@ impl RequestFlow {
         if path::strip_query(&path) == cfg.token_path {
             return self.token_headers(host, cfg, &headers, path, end_of_stream);
         }
+        // RFC 8414 metadata: public, answered here, never routed.
+        if discovery::is_discovery_path(&path) {
+            let (method, authority) = (headers.get(":method").unwrap_or_default(), headers.get(":authority"));
+            return self.answer(host, discovery::respond(&method, &path, authority.as_deref(), &cfg.issuers));
+        }
         // Identity headers are ours alone: client-sent copies and look-alikes
         // go on every path that reaches the upstream, whatever the proxy's
         // own underscore policy.
@@ -147,6 +156,7 @@ impl RequestFlow {
         });
         match outcome {
             Ok(profile) => {
+                host.record(Outcome::GuardAllowed);
                 host.set_request_header(&cfg.client_id_header, Some(&profile.client_id));
                 host.set_request_header(&cfg.profile_id_header, Some(&profile.id));
                 if !cfg.keep_authorization {
@@ -156,6 +166,7 @@ impl RequestFlow {
                 Action::Continue
             }
             Err(e) => {
+                host.record(Outcome::GuardRefused(e));
                 host.log(format_args!(
                     "bearer refused: {} {}: {}",
                     e.status(),
@@ -259,12 +270,16 @@ impl RequestFlow {
         match outcome {
             // Success is not logged: the access log has it, and the hot path
             // stays free of a log-level hostcall.
-            Ok(token) => self.answer(host, LocalResponse::token(&token, cfg.token_lifetime)),
+            Ok(token) => {
+                host.record(Outcome::TokenIssued);
+                self.answer(host, LocalResponse::token(&token, cfg.token_lifetime))
+            }
             Err(e) => self.token_error(host, cfg, e),
         }
     }
 
     fn token_error(&mut self, host: &mut impl RequestHost, cfg: &Config, e: TokenError) -> Action {
+        host.record(Outcome::TokenRefused(e));
         host.log(format_args!("token refused: {} {}: {}", e.status(), e.code(), e.description()));
         self.answer(host, LocalResponse::token_error(e, &cfg.realm))
     }
@@ -299,6 +314,7 @@ fn issue_with_lockout(
     let outcome = token_endpoint::issue(creds, set, now, cfg.token_lifetime, &jti);
     if let Err(TokenError::InvalidClient { .. }) = outcome {
         if let Some(l) = lock.record_failure(host.shared_store(), known, &source, now) {
+            host.record(Outcome::Lockout);
             host.log(format_args!("token endpoint: locked out for {} s after repeated failures", l.retry_after));
         }
     }
@@ -326,6 +342,7 @@ mod tests {
         counter: u8,
         unavailable: bool,
         set: Option<Rc<crate::profile::ProfileSet>>,
+        outcomes: Vec<Outcome>,
         store: MemStore,
         source: Option<String>,
     }
@@ -378,6 +395,9 @@ mod tests {
         fn log(&self, message: std::fmt::Arguments) {
             let message = message.to_string();
             assert!(!message.contains("secret-1"), "secret in log: {message}");
+        }
+        fn record(&mut self, outcome: Outcome) {
+            self.outcomes.push(outcome);
         }
     }
 
@@ -506,6 +526,71 @@ mod tests {
         g.unavailable = true;
         RequestFlow::default().on_request_headers(&mut g, &cfg, &mut cache, true);
         assert_eq!(g.response.unwrap().status, 503);
+    }
+
+    #[test]
+    fn outcomes_are_reported_once_per_request() {
+        use crate::metrics::Outcome as O;
+        let cfg = static_config(serde_json::json!({"public_paths": ["/healthz"]}));
+        let basic = format!("Basic {}", b64::std_encode(b"client-1:secret-1"));
+        let mut h = fake(
+            &[(":method", "POST"), (":path", "/oauth2/token"), FORM, ("authorization", &basic)],
+            "grant_type=client_credentials",
+        );
+        token(&cfg, &mut h);
+        assert_eq!(h.outcomes, [O::TokenIssued]);
+        let at = json(h.response.as_ref().unwrap())["access_token"].as_str().unwrap().to_owned();
+
+        let mut h = fake(&[(":method", "POST"), (":path", "/oauth2/token"), FORM], "grant_type=password");
+        token(&cfg, &mut h);
+        assert_eq!(h.outcomes, [O::TokenRefused(TokenError::UnsupportedGrantType)]);
+        let mut h = fake(&[(":method", "GET"), (":path", "/oauth2/token")], "");
+        token(&cfg, &mut h);
+        assert_eq!(h.outcomes, [O::TokenRefused(TokenError::MethodNotAllowed)]);
+
+        let mut cache = VerifiedCache::new(16);
+        let mut guarded = |path: &str, auth: Option<&str>| {
+            let mut headers = vec![(":method", "GET"), (":path", path)];
+            headers.extend(auth.map(|a| ("authorization", a)));
+            let mut g = fake(&headers, "");
+            RequestFlow::default().on_request_headers(&mut g, &cfg, &mut cache, true);
+            g.outcomes
+        };
+        let bearer = format!("Bearer {at}");
+        assert_eq!(guarded("/sales/x", Some(&bearer)), [O::GuardAllowed]);
+        assert_eq!(guarded("/sales/x", Some(&bearer)), [O::GuardAllowed], "cache hits count too");
+        assert_eq!(guarded("/hr/x", Some(&bearer)), [O::GuardRefused(BearerError::InsufficientScope)]);
+        assert_eq!(guarded("/sales/x", None), [O::GuardRefused(BearerError::Missing)]);
+        let dot = bearer.rfind('.').unwrap() + 1;
+        let flipped = if &bearer[dot..=dot] == "A" { "B" } else { "A" };
+        let tampered = format!("{}{flipped}{}", &bearer[..dot], &bearer[dot + 1..]);
+        let [O::GuardRefused(e)] = guarded("/sales/x", Some(&tampered))[..] else { panic!() };
+        assert_eq!(crate::metrics::guard_cause(&e), "signature");
+        assert!(guarded("/healthz", None).is_empty(), "public paths are not the guard's");
+        assert!(guarded("/.well-known/oauth-authorization-server", None).is_empty());
+    }
+
+    #[test]
+    fn discovery_is_answered_inline_and_public() {
+        let cfg = static_config(
+            serde_json::json!({"issuers": ["https://api.example.com"], "public_paths": ["/.well-known/"]}),
+        );
+        let mut cache = VerifiedCache::new(16);
+        let mut ask = |method: &str, path: &str, authority: &str| {
+            let mut g = fake(
+                &[(":method", method), (":path", path), (":authority", authority), ("x-tollgate-client-id", "forged")],
+                "",
+            );
+            let a = RequestFlow::default().on_request_headers(&mut g, &cfg, &mut cache, true);
+            assert_eq!(a, Action::Pause, "never routed");
+            g.response.unwrap()
+        };
+        let r = ask("GET", "/.well-known/oauth-authorization-server", "API.example.com");
+        assert_eq!(r.status, 200);
+        assert_eq!(json(&r)["token_endpoint"], "https://api.example.com/oauth2/token");
+        assert_eq!(ask("GET", "/.well-known/oauth-authorization-server", "evil.example").status, 404);
+        assert_eq!(ask("GET", "/.well-known/openid-configuration", "api.example.com").status, 404);
+        assert_eq!(ask("DELETE", "/.well-known/oauth-authorization-server", "api.example.com").status, 405);
     }
 
     fn token_creds_body() -> &'static str {
@@ -642,6 +727,29 @@ mod tests {
         h.now = now;
         token(cfg, &mut h);
         h.response.unwrap()
+    }
+
+    #[test]
+    fn a_lockout_is_counted_once_and_its_429s_as_refusals() {
+        use crate::metrics::Outcome as O;
+        let cfg = static_config(serde_json::json!({"lockout": {"max_failures": 2}}));
+        let store = MemStore::default();
+        let mut outcomes = Vec::new();
+        for secret in ["nope", "nope", "secret-1"] {
+            let mut h = fake(
+                &[(":method", "POST"), (":path", "/oauth2/token"), FORM],
+                &format!("grant_type=client_credentials&client_id=client-1&client_secret={secret}"),
+            );
+            h.store = store.clone();
+            h.source = Some("10.0.0.1:1".into());
+            token(&cfg, &mut h);
+            outcomes.extend(h.outcomes);
+        }
+        let invalid = |e: &O| matches!(e, O::TokenRefused(TokenError::InvalidClient { .. }));
+        assert!(invalid(&outcomes[0]) && invalid(&outcomes[2]), "{outcomes:?}");
+        assert_eq!(outcomes[1], O::Lockout, "the failure that locks");
+        assert!(matches!(outcomes[3], O::TokenRefused(TokenError::LockedOut { .. })), "{outcomes:?}");
+        assert_eq!(outcomes.len(), 4);
     }
 
     #[test]

@@ -296,6 +296,11 @@ impl Publisher {
         self.stamp.revision
     }
 
+    /// Profiles published (valid ones; disabled ones included).
+    pub fn profile_count(&self) -> usize {
+        self.index.len()
+    }
+
     /// Replaces everything with a full snapshot.
     pub fn apply_snapshot(
         &mut self,

@@ -57,6 +57,9 @@ extern "C" {
         size: *mut usize,
         cas: *mut u32,
     ) -> u32;
+    fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, id: *mut u32) -> u32;
+    fn proxy_increment_metric(id: u32, offset: i64) -> u32;
+    fn proxy_record_metric(id: u32, value: u64) -> u32;
 }
 
 fn check(status: u32) -> Result<(), Status> {
@@ -78,6 +81,28 @@ unsafe fn host_bytes(data: *mut u8, size: usize) -> Vec<u8> {
     } else {
         Vec::from_raw_parts(data, size, size)
     }
+}
+
+/// The ABI's metric kinds (`proxy_wasm::types::MetricType`).
+pub(crate) const COUNTER: u32 = 0;
+pub(crate) const GAUGE: u32 = 1;
+
+pub(crate) fn define_metric(kind: u32, name: &str) -> Result<u32, Status> {
+    let mut id = 0;
+    // SAFETY: a valid pointer and length into our memory; the host writes
+    // one u32 into `id`.
+    check(unsafe { proxy_define_metric(kind, name.as_ptr(), name.len(), &mut id) })?;
+    Ok(id)
+}
+
+pub(crate) fn increment_metric(id: u32, offset: i64) -> Result<(), Status> {
+    // SAFETY: plain integers.
+    check(unsafe { proxy_increment_metric(id, offset) })
+}
+
+pub(crate) fn record_metric(id: u32, value: u64) -> Result<(), Status> {
+    // SAFETY: plain integers.
+    check(unsafe { proxy_record_metric(id, value) })
 }
 
 pub(crate) fn log(level: u32, message: &str) -> Result<(), Status> {

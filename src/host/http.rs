@@ -10,6 +10,7 @@ use super::abi;
 use super::root::Worker;
 use super::{log, now_secs};
 use crate::flow::{self, RequestFlow, RequestHost};
+use crate::metrics::Outcome;
 use crate::profile::ProfileLookup;
 use crate::response::LocalResponse;
 use crate::shared::SharedStore;
@@ -101,6 +102,10 @@ impl RequestHost for Host<'_> {
         if abi::log_level().is_ok_and(|l| l <= LogLevel::Debug as u32) {
             log(LogLevel::Debug, &message.to_string());
         }
+    }
+
+    fn record(&mut self, outcome: Outcome) {
+        self.worker.metrics.record(outcome);
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod abi;
 mod http;
+mod metrics;
 mod root;
 mod sync;
 

@@ -5,6 +5,7 @@ median over rounds of requests/sec, p50 and p99 latency.
 Scenarios (all on the same Envoy, the same worker, the same cheap upstream):
   passthrough        no auth filter, GET /api/bench            -> upstream
   guard              Tollgate wasm filter, Bearer token         -> upstream
+  guard_nometrics    the same with "metrics": false (no counter hostcall)
   guard_sidecar_1    the same, profiles from a sidecar holding 1 profile
   guard_sidecar_10k  the same, profiles from a sidecar holding 10,000 profiles
   jwt_authn          Envoy's native jwt_authn (HS256, no cache) -> upstream
@@ -91,7 +92,8 @@ BUFFER_FILTER = {"name": "envoy.filters.http.buffer",
                  "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
                                   "max_request_bytes": 16384}}
 
-LISTENERS = ("passthrough", "tollgate", "jwt_authn", "jwt_authn_cached", "direct", "fake_upstream")
+LISTENERS = ("passthrough", "tollgate", "tollgate_nometrics", "jwt_authn", "jwt_authn_cached", "direct",
+             "fake_upstream")
 
 # Sidecar-backed guard listeners: listener name -> profiles its sidecar holds.
 SIDECAR_LISTENERS = {"sidecar_1": 1, "sidecar_10k": 10_000}
@@ -159,6 +161,14 @@ def build_config(ports: dict, *, admin_port: int, wasm_path: str, profile: dict,
             {"match": {"path": TOKEN_PATH}, "route": {"cluster": render.SINK_LISTENER, "timeout": "30s"}},
             route_to("upstream"),
         ], [render.wasm_filter(wasm_path, plugin_config(profile), hold=True)]),
+        # The same filter, profile and routes with its metrics off: what
+        # counting costs.
+        render.listener("tollgate_nometrics", ports["tollgate_nometrics"], [
+            {"match": {"path": TOKEN_PATH}, "route": {"cluster": render.SINK_LISTENER, "timeout": "30s"}},
+            route_to("upstream"),
+        ],
+                        [render.wasm_filter(wasm_path, dict(plugin_config(profile), metrics=False), hold=True,
+                                            vm_id="tollgate_nometrics")]),
         render.listener("jwt_authn", ports["jwt_authn"], [route_to("upstream")],
                         [jwt_authn_filter(profile["kid"], profile["signing_key"])]),
         render.listener("jwt_authn_cached", ports["jwt_authn_cached"], [route_to("upstream")],
@@ -925,7 +935,8 @@ def table(summary: dict) -> str:
 
 RATIOS = (("guard", "passthrough"), ("jwt_authn", "passthrough"),
           ("jwt_authn_cached", "passthrough"), ("token", "direct"),
-          ("guard_sidecar_10k", "guard_sidecar_1", "guard10k/guard1"))
+          ("guard_sidecar_10k", "guard_sidecar_1", "guard10k/guard1"),
+          ("guard", "guard_nometrics", "guard/guard_nometrics"))
 
 
 def ratios(summary: dict, pairs=RATIOS) -> dict:
@@ -1047,7 +1058,8 @@ def preflight(env: BenchEnvoy, token: str, basic: str, direct_body: bytes,
     `sidecar_tokens`: sidecar-backed listener -> the token its scenario sends."""
     sidecar_tokens = sidecar_tokens or {}
     expect_status(env.ports["passthrough"], "GET", API_PATH, 200, "passthrough")
-    guarded = {name: token for name in ("tollgate", "jwt_authn", "jwt_authn_cached")} | sidecar_tokens
+    guarded = {name: token for name in ("tollgate", "tollgate_nometrics", "jwt_authn", "jwt_authn_cached")} \
+        | sidecar_tokens
     for name, tok in guarded.items():
         port = env.ports[name]
         broken = tok[:-2] + ("AA" if not tok.endswith("AA") else "BB")
@@ -1063,6 +1075,13 @@ def preflight(env: BenchEnvoy, token: str, basic: str, direct_body: bytes,
             if other != name and (name in sidecar_tokens or other in sidecar_tokens):
                 expect_status(port, "GET", API_PATH, 401, f"{name} with {other}'s token",
                               {"Authorization": f"Bearer {other_tok}"})
+    # guard and guard_nometrics differ by the counting alone.
+    allowed = "wasmcustom.tollgate_guard_allowed_total"
+    for name, step in (("tollgate", 1), ("tollgate_nometrics", 0)):
+        before = env.stat(allowed)
+        expect_status(env.ports[name], "GET", API_PATH, 200, name, {"Authorization": f"Bearer {token}"})
+        if env.stat(allowed) - before != step:
+            raise BenchError(f"{name}: {allowed} moved by {env.stat(allowed) - before}, expected {step}")
     form = {"Content-Type": FORM, "Authorization": basic}
     expect_status(env.ports["tollgate"], "POST", TOKEN_PATH, 200, "token endpoint", form, TOKEN_BODY)
     expect_status(env.ports["tollgate"], "POST", TOKEN_PATH, 401, "token endpoint, wrong secret",
@@ -1084,6 +1103,8 @@ def scenarios(token: str, basic: str, sidecar_tokens: dict | None = None) -> lis
     return [
         Scenario("passthrough", "passthrough", API_PATH, note="no auth filter"),
         Scenario("guard", "tollgate", API_PATH, bearer, note="Tollgate verifies the bearer token"),
+        Scenario("guard_nometrics", "tollgate_nometrics", API_PATH, bearer,
+                 note='the same with "metrics": false'),
         *sidecar_scs,
         Scenario("jwt_authn", "jwt_authn", API_PATH, bearer, note="envoy.filters.http.jwt_authn, no cache"),
         Scenario("jwt_authn_cached", "jwt_authn_cached", API_PATH, bearer,

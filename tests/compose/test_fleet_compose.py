@@ -74,6 +74,14 @@ def now_rfc3339():
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def snapshot_age(fleet, n):
+    """The filter's tollgate_snapshot_age_seconds gauge on envoy-n (seconds since its last sync)."""
+    stats = requests.get(fleet.admin_url(n) + "/stats?filter=tollgate_snapshot_age_seconds", timeout=10).text
+    values = [int(line.rsplit(":", 1)[1]) for line in stats.splitlines() if line.strip()]
+    assert values, stats
+    return max(values)
+
+
 def started(fleet, services):
     out = subprocess.run(["docker", "inspect", "-f", "{{.State.StartedAt}} {{.RestartCount}}",
                           *(fleet.container(s) for s in services)], capture_output=True, text=True, check=True)
@@ -154,20 +162,20 @@ def test_sidecar_cut_off_from_postgres_keeps_stale_view_refuses_when_too_stale_a
         until(lambda: "store unavailable" in logs_since(fleet, "sidecar-3", since), 30, "the sidecar's error log")
         until(lambda: "serving the last snapshot" in logs_since(fleet, "envoy-3", since), 30,
               "the Envoy's stale-snapshot log")
-        stats = requests.get(fleet.admin_url(3) + "/stats", timeout=10).text
-        ages = [int(v) for line in stats.splitlines() if "snapshot_age" in line
-                for v in [line.rsplit(":", 1)[1].strip()] if v.isdigit()]
-        if ages:  # the snapshot-age metric, where the filter exports one
-            assert max(ages) > 0, stats
-        # Past max_staleness_seconds it refuses rather than trust a stale view.
+        # Past max_staleness_seconds it refuses rather than trust a stale view, and its snapshot-age
+        # metric says how stale; the connected Envoys' stays within a long poll.
         until(lambda: call(fleet, 3, token).status_code == 503, render.FLEET_MAX_STALENESS_SECONDS + 45,
               "503 once too stale")
+        until(lambda: snapshot_age(fleet, 3) > render.FLEET_MAX_STALENESS_SECONDS, 15, "envoy-3's snapshot age")
+        for n in (1, 2):
+            assert snapshot_age(fleet, n) <= render.FLEET_LONG_POLL_SECONDS + 2
         assert mint(fleet, 3, cid, secret).status_code == 503
         for n in (1, 2):  # the others are unaffected
             assert mint(fleet, n, cid, rotated["client_secret"]).status_code == 200
     finally:
         subprocess.run(["docker", "network", "connect", network, lone], check=True, timeout=60)
     until(lambda: call(fleet, 3, token).status_code == 401, 45, "catch-up after the network is back")
+    until(lambda: snapshot_age(fleet, 3) <= render.FLEET_LONG_POLL_SECONDS + 2, 15, "envoy-3's age back down")
     assert mint(fleet, 3, cid, rotated["client_secret"]).status_code == 200
 
 

@@ -146,6 +146,24 @@ def test_custom_domain_is_served_by_us_only(compose):
         assert (r.status_code, r.json()) == (404, {"error": "unknown_host"}), host
 
 
+def test_discovery_names_each_region_by_its_own_hosts(compose):
+    """RFC 8414 metadata in the harness: each served name is its own issuer,
+    never taken from a Host the region does not serve."""
+    for region, client in compose.clients.items():
+        for host in client["hosts"]:
+            r = call(client, "/.well-known/oauth-authorization-server", None, host=host)
+            assert r.status_code == 200, (region, host, r.text)
+            meta = r.json()
+            assert meta["issuer"] == f"https://{host}"
+            assert meta["token_endpoint"] == f"https://{host}/oauth2/token"
+            assert meta["grant_types_supported"] == ["client_credentials"]
+        # the loopback names reach the region but are no issuer of it
+        r = call(client, "/.well-known/oauth-authorization-server", None, host="127.0.0.1")
+        assert (r.status_code, r.headers["content-type"]) == (404, "application/json"), r.text
+        r = call(client, "/.well-known/openid-configuration", None)
+        assert (r.status_code, r.headers["content-type"]) == (404, "application/json"), r.text
+
+
 def test_rotation_with_the_cli_inside_the_sidecar_container(compose):
     created = compose.cli("us", "create", "--name", "rotation", "--allow", "/demo/")
     client = {**compose.clients["us"], "client_id": created["client_id"], "client_secret": created["client_secret"]}

@@ -128,8 +128,9 @@ class Envoy(Process):
 
 
 def start_gateway(upstream: Upstream, plugin_config: dict, *, hold: bool = True, concurrency: int = 2,
-                  sidecar_port: int | None = None, **hcm_options) -> Envoy:
-    port, admin = free_port(), free_port()
+                  sidecar_port: int | None = None, port: int | None = None, **hcm_options) -> Envoy:
+    """`port`: the listener's port when the config must name it (an issuer URL)."""
+    port, admin = port or free_port(), free_port()
     cfg = render.gateway(port=port, admin_port=admin, upstream_port=upstream.port, wasm_path=WASM,
                          plugin_config=plugin_config, hold=hold, sidecar_port=sidecar_port, **hcm_options)
     return Envoy(cfg, port=port, admin_port=admin, concurrency=concurrency)
