@@ -24,6 +24,12 @@ filled-in Postman environment per region (tollgate-compose-<region>.postman_envi
           "client_id": …, "client_secret": …, "kid": …, "admin_url": …, "sidecar_url": …},
    "eu": {…}}
 Ports come from the environment (TOLLGATE_US_PORT, …; see PORT_VARS).
+
+`fleet up|down`: the fleet of fleet.yaml (PostgreSQL, 3 sidecars, 3 Envoys,
+one upstream) the same way, plus `tollgate/postgres:<hash>` (Debian's
+postgresql on the local base, postgres.Dockerfile); `up` makes a demo
+profile through sidecar-1's admin API, waits until every Envoy mints a
+token and writes var/compose/fleet.json (0600). Ports: TOLLGATE_FLEET_<N>_PORT, …
 """
 from __future__ import annotations
 
