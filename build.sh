@@ -7,6 +7,7 @@
 #   ./build.sh bench   wrk benchmark: ratios against passthrough, jwt_authn, direct_response
 #   ./build.sh oci     the .wasm as a Wasm OCI image (Istio's compat layout) in var/oci; prints its digest
 #   ./build.sh compose up|down|test   the docker-compose harness (regions us, eu) from local images
+#   ./build.sh compose fleet up|down  the fleet: PostgreSQL, 3 sidecars, 3 Envoys, from local images
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 ROOT=$PWD
@@ -151,11 +152,13 @@ compose_tier() {
     setup_compose
     local project="tollgate-test-$$-$RANDOM" start=$SECONDS rc=0
     say "compose tier: the docker-compose harness from local images (project $project)"
-    # The session fixture takes it down; this covers a pytest killed mid-run.
-    trap "python3 envoy/compose/stack.py down --project $project >/dev/null 2>&1 || true" EXIT
+    # The fixtures take them down; this covers a pytest killed mid-run.
+    trap "python3 envoy/compose/stack.py down --project $project >/dev/null 2>&1 || true
+          python3 envoy/compose/stack.py fleet down --project $project-fleet >/dev/null 2>&1 || true" EXIT
     TOLLGATE_COMPOSE_PROJECT=$project TOLLGATE_ENVOY="$VENV/bin/envoy" TOLLGATE_WASM="$WASM" \
         TOLLGATE_SIDECAR="$SIDECAR" "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/compose || rc=$?
     python3 envoy/compose/stack.py down --project "$project" >/dev/null 2>&1 || true
+    python3 envoy/compose/stack.py fleet down --project "$project-fleet" >/dev/null 2>&1 || true
     trap - EXIT
     say "compose tier: $((SECONDS - start)) s"
     return $rc
@@ -166,7 +169,13 @@ cmd_compose() {
         up) setup; setup_compose; build; exec "$VENV/bin/python" envoy/compose/stack.py up ;;
         down) exec python3 envoy/compose/stack.py down ;;
         test) setup; build; compose_tier ;;
-        *) echo "usage: ./build.sh compose up|down|test" >&2; exit 2 ;;
+        fleet)
+            case "${2:-}" in
+                up) setup; setup_compose; build; exec "$VENV/bin/python" envoy/compose/stack.py fleet up ;;
+                down) exec python3 envoy/compose/stack.py fleet down ;;
+                *) echo "usage: ./build.sh compose fleet up|down" >&2; exit 2 ;;
+            esac ;;
+        *) echo "usage: ./build.sh compose up|down|test|fleet up|down" >&2; exit 2 ;;
     esac
 }
 
@@ -195,5 +204,5 @@ case "${1:-}" in
     oci) cmd_oci ;;
     compose) shift; cmd_compose "$@" ;;
     setup) setup; setup_bindgen; setup_postgres ;;
-    *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
