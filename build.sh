@@ -3,9 +3,11 @@
 # so each works on a fresh machine:
 #   ./build.sh build   release .wasm (wasm32-wasip1) and the sidecar binary
 #   ./build.sh run     Envoy + filter + sidecar + demo upstream on 127.0.0.1
-#   ./build.sh test    every test: fmt, clippy, unit (native and wasm under Node), end to end
+#   ./build.sh test    every test: fmt, clippy, unit (native and wasm under Node), end to end, compose
 #   ./build.sh bench   wrk benchmark: ratios against passthrough, jwt_authn, direct_response
 #   ./build.sh oci     the .wasm as a Wasm OCI image (Istio's compat layout) in var/oci; prints its digest
+#   ./build.sh compose up|down|test   the docker-compose harness (regions us, eu) from local images
+#   ./build.sh compose fleet up|down  the fleet: PostgreSQL, 3 sidecars, 3 Envoys, from local images
 #   ./build.sh fuzz S  each fuzz target for S seconds (cargo-fuzz, fuzz/): one line per target
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -114,6 +116,15 @@ cmd_fuzz() {
     done
 }
 
+setup_postgres() {
+    # Debian's PostgreSQL server binaries (the tests start their own server
+    # with initdb in a temp dir; no system cluster is used), and the
+    # 'postgres' user the package creates, which the tests run it as when
+    # they run as root.
+    compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null && return 0
+    need_apt "initdb-is-missing:postgresql"
+}
+
 setup() {
     need_apt curl:curl node:nodejs python3:python3
     # Debian's python3 ships venv's ensurepip separately.
@@ -145,6 +156,7 @@ cmd_oci() {
 cmd_test() {
     setup
     setup_bindgen
+    setup_postgres
     # The registry round trip of the OCI image (tests/e2e/test_oci.py).
     need_apt docker-registry:docker-registry skopeo:skopeo
     say "cargo fmt --check"
@@ -169,13 +181,65 @@ cmd_test() {
     TOLLGATE_ENVOY="$VENV/bin/envoy" TOLLGATE_WASM="$WASM" TOLLGATE_SIDECAR="$SIDECAR" \
         TOLLGATE_OCI_LAYOUT="$ROOT/var/oci" \
         "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/e2e "$@"
+    compose_tier
+}
+
+setup_compose() {
+    PATH=$PATH:/usr/sbin:/sbin need_apt debootstrap:debootstrap
+    docker compose version >/dev/null 2>&1 || need_apt docker-compose:docker-compose
+}
+
+compose_tier() {
+    # The docker-compose harness under a unique project on free 127.0.0.1
+    # ports, always taken down. No engine: a failure in CI, a visible skip
+    # elsewhere.
+    if ! { command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; }; then
+        if [ "${CI:-}" = true ]; then
+            say "compose tier: FAILED: CI=true but no Docker engine answers (docker info)"
+            return 1
+        fi
+        printf '\033[1;33m==> compose tier: SKIPPED (no Docker engine answers `docker info`)\033[0m\n' >&2
+        return 0
+    fi
+    setup_compose
+    local project="tollgate-test-$$-$RANDOM" start=$SECONDS rc=0
+    say "compose tier: the docker-compose harness from local images (project $project)"
+    # The fixtures take them down; this covers a pytest killed mid-run.
+    trap "python3 envoy/compose/stack.py down --project $project >/dev/null 2>&1 || true
+          python3 envoy/compose/stack.py fleet down --project $project-fleet >/dev/null 2>&1 || true" EXIT
+    TOLLGATE_COMPOSE_PROJECT=$project TOLLGATE_ENVOY="$VENV/bin/envoy" TOLLGATE_WASM="$WASM" \
+        TOLLGATE_SIDECAR="$SIDECAR" "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/compose || rc=$?
+    python3 envoy/compose/stack.py down --project "$project" >/dev/null 2>&1 || true
+    python3 envoy/compose/stack.py fleet down --project "$project-fleet" >/dev/null 2>&1 || true
+    trap - EXIT
+    say "compose tier: $((SECONDS - start)) s"
+    return $rc
+}
+
+cmd_compose() {
+    case "${1:-}" in
+        up) setup; setup_compose; build; exec "$VENV/bin/python" envoy/compose/stack.py up ;;
+        down) exec python3 envoy/compose/stack.py down ;;
+        test) setup; build; compose_tier ;;
+        fleet)
+            case "${2:-}" in
+                up) setup; setup_compose; build; exec "$VENV/bin/python" envoy/compose/stack.py fleet up ;;
+                down) exec python3 envoy/compose/stack.py fleet down ;;
+                *) echo "usage: ./build.sh compose fleet up|down" >&2; exit 2 ;;
+            esac ;;
+        *) echo "usage: ./build.sh compose up|down|test|fleet up|down" >&2; exit 2 ;;
+    esac
 }
 
 cmd_bench() {
     setup
+    setup_postgres
     need_apt wrk:wrk
     build
     "$VENV/bin/python" tests/bench/bench.py --wasm "$WASM" --envoy "$VENV/bin/envoy" --sidecar "$SIDECAR" "$@"
+    say "fleet: PostgreSQL + 3 sidecars + 3 Envoys"
+    TOLLGATE_ENVOY="$VENV/bin/envoy" TOLLGATE_WASM="$WASM" TOLLGATE_SIDECAR="$SIDECAR" \
+        "$VENV/bin/python" tests/bench/fleet.py
 }
 
 cmd_run() {
@@ -190,7 +254,8 @@ case "${1:-}" in
     test) shift; cmd_test "$@" ;;
     bench) shift; cmd_bench "$@" ;;
     oci) cmd_oci ;;
+    compose) shift; cmd_compose "$@" ;;
     fuzz) shift; cmd_fuzz "$@" ;;
-    setup) setup; setup_bindgen ;;
-    *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    setup) setup; setup_bindgen; setup_postgres ;;
+    *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

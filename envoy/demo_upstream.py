@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -63,9 +64,15 @@ class Server(ThreadingHTTPServer):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--port", type=int, default=0)
+    # In a container the upstream is reached over the compose network; on
+    # the host it stays on loopback.
+    ap.add_argument("--host", default="127.0.0.1")
     a = ap.parse_args()
-    server = Server(("127.0.0.1", a.port), Echo)
-    print(f"demo upstream listening on http://127.0.0.1:{server.server_address[1]}", flush=True)
+    server = Server((a.host, a.port), Echo)
+    print(f"demo upstream listening on http://{a.host}:{server.server_address[1]}", flush=True)
+    # As a container's PID 1 no signal has a default action: without this,
+    # `docker compose down` waits out its whole grace period, then kills.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         server.serve_forever()
     except KeyboardInterrupt:

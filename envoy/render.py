@@ -4,17 +4,42 @@ what is tested is what is run.
 
 Usage as a script: python3 envoy/render.py OUT.json --port P --admin-port A
   --upstream-port U --wasm PATH --plugin-config FILE [--no-hold] [--sidecar-port S]
+or: python3 envoy/render.py compose [--check]   (writes or checks envoy/compose/envoy-<region>.json)
 """
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import pathlib
+import sys
 
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 ROUTER = {"name": "envoy.filters.http.router",
           "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
 SINK_LISTENER = "tollgate_token_sink"
+# The labels Tollgate's metrics carry, encoded in the stat name as
+# `<tag>=.=<value>;.;<name>` (src/metrics.rs). Envoy makes tags of them only
+# with these bootstrap `stats_tags` (the same regex Istio derives from
+# ProxyConfig `extraStatTags`); /stats/prometheus then prints
+# tollgate_token_refused_total{error="invalid_client"}.
+METRIC_TAGS = ("error", "cause")
+
+
+def stats_config() -> dict:
+    return {"stats_tags": [{"tag_name": t, "regex": rf"({t}=\.=(.*?);\.;)"} for t in METRIC_TAGS]}
+
+
+# Headers with underscores are dropped before any filter sees them: an
+# upstream behind CGI, WSGI or PHP reads `x_tollgate_client_id` and
+# `x-tollgate-client-id` as the same HTTP_X_TOLLGATE_CLIENT_ID, so a
+# look-alike would be an identity forgery. DROP_HEADER rather than
+# REJECT_REQUEST: the protection is the same (the header never arrives), and a
+# client that sends some harmless `api_key` keeps working, as behind nginx's
+# default. Envoy counts drops in `http1.dropped_headers_with_underscores` and
+# `http2.dropped_headers_with_underscores`. The filter strips look-alikes of
+# its identity headers itself as well (Istio's default is ALLOW).
+UNDERSCORES = "DROP_HEADER"
 
 
 def wasm_filter(wasm_path: str, plugin_config: dict, *, hold: bool = True, vm_id: str = "tollgate") -> dict:
@@ -44,31 +69,51 @@ def wasm_filter(wasm_path: str, plugin_config: dict, *, hold: bool = True, vm_id
                              "config": config}}
 
 
-def hcm(stat_prefix: str, routes: list, filters: list) -> dict:
-    return {"name": "envoy.filters.network.http_connection_manager",
-            "typed_config": {
-                "@type": HCM,
-                "stat_prefix": stat_prefix,
-                # The guard matches path prefixes: hand it normalised paths,
-                # and refuse encoded slashes outright.
-                "normalize_path": True,
-                "merge_slashes": True,
-                "path_with_escaped_slashes_action": "REJECT_REQUEST",
-                "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]},
-                "http_filters": filters + [ROUTER],
-            }}
+def hcm(stat_prefix: str, routes: list, filters: list, *, underscores: str = UNDERSCORES,
+        http1_trailers: bool = False, virtual_hosts: list | None = None) -> dict:
+    """`underscores` and `http1_trailers` differ from the defaults only in
+    tests that prove the filter does not depend on them; `virtual_hosts`
+    replaces the single catch-all host serving `routes`."""
+    config = {"name": "envoy.filters.network.http_connection_manager",
+              "typed_config": {
+                  "@type": HCM,
+                  "stat_prefix": stat_prefix,
+                  "common_http_protocol_options": {"headers_with_underscores_action": underscores},
+                  # The guard matches path prefixes: hand it normalised paths,
+                  # and refuse encoded slashes outright.
+                  "normalize_path": True,
+                  "merge_slashes": True,
+                  "path_with_escaped_slashes_action": "REJECT_REQUEST",
+                  "route_config": {"virtual_hosts": virtual_hosts or [
+                      {"name": "all", "domains": ["*"], "routes": routes}]},
+                  "http_filters": filters + [ROUTER],
+              }}
+    if http1_trailers:
+        config["typed_config"]["http_protocol_options"] = {"enable_trailers": True}
+    if virtual_hosts is not None:
+        # Host names are matched without the port, whatever port the
+        # client reached the listener on (a published container port).
+        config["typed_config"]["strip_any_host_port"] = True
+    return config
 
 
-def listener(name: str, port: int, routes: list, filters: list) -> dict:
+def listener(name: str, port: int, routes: list, filters: list, *, address: str = "127.0.0.1",
+             **hcm_options) -> dict:
     return {"name": name,
-            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-            "filter_chains": [{"filters": [hcm(name, routes, filters)]}]}
+            "address": {"socket_address": {"address": address, "port_value": port}},
+            "filter_chains": [{"filters": [hcm(name, routes, filters, **hcm_options)]}]}
 
 
-def cluster(name: str, port: int, *, timeout: str = "5s") -> dict:
-    return {"name": name, "type": "STATIC", "connect_timeout": "1s",
+def cluster(name: str, port: int, *, timeout: str = "5s", address: str = "127.0.0.1") -> dict:
+    """A one-endpoint cluster; a host name (a compose service) is resolved by DNS."""
+    try:
+        ipaddress.ip_address(address)
+        discovery = {"type": "STATIC"}
+    except ValueError:
+        discovery = {"type": "STRICT_DNS", "dns_lookup_family": "V4_ONLY"}
+    return {"name": name, **discovery, "connect_timeout": "1s",
             "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
-                {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}}
+                {"endpoint": {"address": {"socket_address": {"address": address, "port_value": port}}}}]}]}}
 
 
 def token_sink() -> tuple[dict, dict]:
@@ -92,28 +137,144 @@ def token_sink() -> tuple[dict, dict]:
     return lst, cl
 
 
-def bootstrap(admin_port: int, listeners: list, clusters: list) -> dict:
+def bootstrap(admin_port: int, listeners: list, clusters: list, *, admin_address: str = "127.0.0.1") -> dict:
     return {
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "admin": {"address": {"socket_address": {"address": admin_address, "port_value": admin_port}}},
         "bootstrap_extensions": [{"name": "envoy.bootstrap.internal_listener", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener"}}],
         "static_resources": {"listeners": listeners, "clusters": clusters},
+        "stats_config": stats_config(),
     }
 
 
-def gateway(*, port: int, admin_port: int, upstream_port: int, wasm_path: str, plugin_config: dict,
-            hold: bool = True, sidecar_port: int | None = None, token_path: str = "/oauth2/token") -> dict:
-    """The product: one listener with Tollgate in front of the upstream."""
-    sink_listener, sink_cluster = token_sink()
-    routes = [
+def gateway_routes(token_path: str = "/oauth2/token") -> list:
+    return [
         {"match": {"path": token_path}, "route": {"cluster": SINK_LISTENER, "timeout": "30s"}},
         {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}},
     ]
+
+
+def gateway(*, port: int, admin_port: int, upstream_port: int, wasm_path: str, plugin_config: dict,
+            hold: bool = True, sidecar_port: int | None = None, token_path: str = "/oauth2/token",
+            **hcm_options) -> dict:
+    """The product: one listener with Tollgate in front of the upstream."""
+    sink_listener, sink_cluster = token_sink()
     clusters = [cluster("upstream", upstream_port), sink_cluster]
     if sidecar_port is not None:
         clusters.append(cluster("tollgate_sidecar", sidecar_port))
-    main = listener("tollgate", port, routes, [wasm_filter(wasm_path, plugin_config, hold=hold)])
+    main = listener("tollgate", port, gateway_routes(token_path), [wasm_filter(wasm_path, plugin_config, hold=hold)],
+                    **hcm_options)
     return bootstrap(admin_port, [main, sink_listener], clusters)
+
+
+# --- the docker-compose harness (envoy/compose) -----------------------------
+
+# Each region's public host names: its regional host first, then the custom
+# domains it serves. A host not listed here gets a plain 404 from Envoy and
+# never reaches the filter, so no token is minted for a name we do not serve.
+# The filter's RFC 8414 discovery (issue 7, section 3) takes its issuer list
+# from these same names.
+COMPOSE_REGIONS = {
+    "us": ["us.api.tollgate.test", "api.example.test"],
+    "eu": ["eu.api.tollgate.test"],
+}
+# Names a user on the host reaches a region by through its published
+# 127.0.0.1 port, without /etc/hosts entries (Postman, a browser, curl).
+COMPOSE_LOOPBACK_NAMES = ["127.0.0.1", "localhost"]
+COMPOSE_LISTEN_PORT, COMPOSE_ADMIN_PORT = 10000, 9901
+COMPOSE_UPSTREAM_PORT, COMPOSE_SIDECAR_PORT = 8000, 8081
+COMPOSE_WASM = "/usr/local/lib/tollgate/tollgate.wasm"
+# The entrypoint of the Envoy image replaces this with the region's data
+# token (shared by its sidecar through a volume), so no secret is committed.
+DATA_TOKEN_PLACEHOLDER = "@TOLLGATE_DATA_TOKEN@"
+WASM_FILTER = "envoy.filters.http.wasm"
+
+
+def compose_region(region: str, *, hosts: list[str] | None = None, wasm_path: str = COMPOSE_WASM,
+                   data_token: str = DATA_TOKEN_PLACEHOLDER) -> dict:
+    """One region's Envoy inside the compose network: listens on all of the
+    container's interfaces (compose publishes the port on 127.0.0.1 only),
+    reaches its own sidecar and upstream by service name."""
+    hosts = COMPOSE_REGIONS[region] if hosts is None else hosts
+    plugin_config = {
+        "sidecar": {"cluster": "tollgate_sidecar", "data_token": data_token, "authority": f"{region}-sidecar"},
+        "public_paths": ["/demo/public/"],
+        "realm": f"tollgate-{region}",
+        # RFC 8414 discovery: the region's public names as a TLS front would
+        # present them (the listener strips the port before the filter sees
+        # the authority); any other host gets the filter's JSON 404.
+        "issuers": [f"https://{h}" for h in hosts],
+    }
+    unknown_host = {
+        "name": "unknown_host",
+        "domains": ["*"],
+        "routes": [{"match": {"prefix": "/"}, "direct_response": {
+            "status": 404, "body": {"inline_string": "{\"error\":\"unknown_host\"}"}},
+            "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"},
+                                         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]}],
+        # Route-level disable (Envoy >= 1.27): the filter never sees a
+        # request for a host this region does not serve.
+        "typed_per_filter_config": {WASM_FILTER: {
+            "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": True}},
+    }
+    served = {"name": f"tollgate_{region}", "domains": hosts + COMPOSE_LOOPBACK_NAMES, "routes": gateway_routes()}
+    sink_listener, sink_cluster = token_sink()
+    main = listener("tollgate", COMPOSE_LISTEN_PORT, [], [wasm_filter(wasm_path, plugin_config)],
+                    address="0.0.0.0", virtual_hosts=[served, unknown_host])
+    clusters = [cluster("upstream", COMPOSE_UPSTREAM_PORT, address=f"{region}-upstream"), sink_cluster,
+                cluster("tollgate_sidecar", COMPOSE_SIDECAR_PORT, address=f"{region}-sidecar")]
+    return bootstrap(COMPOSE_ADMIN_PORT, [main, sink_listener], clusters, admin_address="0.0.0.0")
+
+
+# The fleet (envoy/compose/fleet.yaml): every Envoy reaches its own sidecar
+# as `sidecar` and the upstream as `upstream` on its cell's network, so the
+# three share one config. A sidecar cut off from PostgreSQL keeps answering
+# its Envoy from the last snapshot it has; past FLEET_MAX_STALENESS seconds
+# without a sync the Envoy refuses (503) rather than trust a stale view.
+FLEET_LONG_POLL_SECONDS, FLEET_MAX_STALENESS_SECONDS = 5, 10
+
+
+def compose_fleet(*, wasm_path: str = COMPOSE_WASM, data_token: str = DATA_TOKEN_PLACEHOLDER) -> dict:
+    plugin_config = {
+        "sidecar": {"cluster": "tollgate_sidecar", "data_token": data_token, "authority": "sidecar",
+                    "long_poll_seconds": FLEET_LONG_POLL_SECONDS,
+                    "max_staleness_seconds": FLEET_MAX_STALENESS_SECONDS},
+        "public_paths": ["/demo/public/"],
+        "realm": "tollgate-fleet",
+    }
+    sink_listener, sink_cluster = token_sink()
+    main = listener("tollgate", COMPOSE_LISTEN_PORT, gateway_routes(), [wasm_filter(wasm_path, plugin_config)],
+                    address="0.0.0.0")
+    clusters = [cluster("upstream", COMPOSE_UPSTREAM_PORT, address="upstream"), sink_cluster,
+                cluster("tollgate_sidecar", COMPOSE_SIDECAR_PORT, address="sidecar")]
+    return bootstrap(COMPOSE_ADMIN_PORT, [main, sink_listener], clusters, admin_address="0.0.0.0")
+
+
+COMPOSE_DIR = pathlib.Path(__file__).resolve().parent / "compose"
+
+
+def compose_files() -> dict[pathlib.Path, str]:
+    files = {COMPOSE_DIR / f"envoy-{region}.json": json.dumps(compose_region(region), indent=1) + "\n"
+             for region in COMPOSE_REGIONS}
+    files[COMPOSE_DIR / "envoy-fleet.json"] = json.dumps(compose_fleet(), indent=1) + "\n"
+    return files
+
+
+def compose_main(argv: list[str]) -> None:
+    """The compose harness mounts committed configs (a user's `docker compose
+    up` runs no Python); --check fails when they drifted from this file."""
+    ap = argparse.ArgumentParser(prog="render.py compose")
+    ap.add_argument("--check", action="store_true")
+    a = ap.parse_args(argv)
+    stale = []
+    for path, text in compose_files().items():
+        if a.check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(str(path))
+        else:
+            path.write_text(text)
+    if stale:
+        raise SystemExit(f"stale: {', '.join(stale)}; run python3 envoy/render.py compose")
 
 
 # --- The Istio shape -----------------------------------------------------
@@ -216,6 +377,9 @@ def istio_gateway(*, admin_port: int, upstream_port: int, gateways: list[dict], 
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["compose"]:
+        compose_main(sys.argv[2:])
+        return
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("out")
     ap.add_argument("--port", type=int, required=True)

@@ -134,7 +134,8 @@ def main() -> None:
         client = demo_client(a.sidecar, db)
 
         plugin = {"sidecar": {"cluster": "tollgate_sidecar", "data_token": data_token},
-                  "public_paths": ["/demo/public/"]}
+                  "public_paths": ["/demo/public/"],
+                  "issuers": [f"http://127.0.0.1:{port}", f"http://localhost:{port}"]}
         cfg = render.gateway(port=port, admin_port=admin_port, upstream_port=upstream_port, wasm_path=a.wasm,
                              plugin_config=plugin, sidecar_port=sidecar_port)
         cfg_path = VAR / "envoy.json"
@@ -148,7 +149,7 @@ def main() -> None:
         wait_for(lambda: http("POST", token_url, form, {"content-type": "application/x-www-form-urlencoded",
                                                         "authorization": f"Basic {basic}"})[0] == 200,
                  60, "Envoy and the first profile sync", procs)
-        print_banner(port, sidecar_port, client, db, admin_token_file)
+        print_banner(port, sidecar_port, client, db, admin_token_file, admin_port)
         sys.stdout.flush()
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
@@ -197,7 +198,8 @@ def demo_client(sidecar: str, db: pathlib.Path) -> dict:
     return save(created)
 
 
-def print_banner(port: int, sidecar_port: int, client: dict, db: pathlib.Path, admin_token_file: pathlib.Path) -> None:
+def print_banner(port: int, sidecar_port: int, client: dict, db: pathlib.Path, admin_token_file: pathlib.Path,
+                 admin_port: int) -> None:
     base = f"http://127.0.0.1:{port}"
     cid, secret = client["client_id"], client["client_secret"]
     rel_db = os.path.relpath(db, ROOT)
@@ -220,6 +222,10 @@ Get a token, in any of the four shapes:
 Call the API with it:
   TOKEN=$(curl -s -u '{cid}:{secret}' -d grant_type=client_credentials {base}/oauth2/token | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
   curl -s -H "Authorization: Bearer $TOKEN" {base}/demo/hello
+
+Discovery (RFC 8414) and metrics (Prometheus, Envoy admin):
+  curl -s {base}/.well-known/oauth-authorization-server
+  curl -s http://127.0.0.1:{admin_port}/stats/prometheus | grep '^tollgate_'
 
 Manage profiles (the CLI works on the SQLite file; changes reach Envoy within a second):
   target/release/tollgate-sidecar profile create --name sales --allow /sales/ --db {rel_db}

@@ -25,6 +25,11 @@ class Finding:
         self.name, self.data = name, data
 
 
+def Regression(data):
+    """A fixed finding's reproducer, kept as a seed."""
+    return data
+
+
 def hexs(n, k=32):
     return bytes([n % 256] * k).hex()
 
@@ -118,8 +123,8 @@ def seeds():
     s["multipart_multer"] = [
         CURL + "\n" + rfc,
         WEBKIT + "\n" + rfc_body(WEBKIT, TRIPLE),
-        Finding("finding-2-crlf-in-value", "XyZ\n" + rfc_body("XyZ", [("a", "1\r\n2"), ("b", "")])),
-        Finding("finding-1-smuggled-part", "B\n" + rfc_body("B", [
+        Regression("XyZ\n" + rfc_body("XyZ", [("a", "1\r\n2"), ("b", "")])),
+        Regression("B\n" + rfc_body("B", [
             ("note", "B\r\nContent-Disposition: form-data; name=\"client_secret\"\r\n\r\nsecret"),
             ("grant_type", "client_credentials")])),
         "B\n" + rfc_body("B", [("note", "x\r\nB\r\ny")]),
@@ -137,8 +142,7 @@ def seeds():
         "client_credentials\r\n--B--\r\n",
         Finding("finding-7-quoted-semicolon-in-name",
                 "B\n--B\r\nContent-Disposition: form-data; name=\"a; b=\"c\"\r\n\r\nv\r\n--B--\r\n"),
-        Finding("finding-8-boundary-prefix-in-content",
-                "B\n--B\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n1\r\n--B--x\r\n"
+        Regression("B\n--B\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n1\r\n--B--x\r\n"
                 "--B\r\nContent-Disposition: form-data; name=\"client_secret\"\r\n\r\nsecret\r\n--B--\r\n"),
         Finding("finding-4-lf-delimiter", "B\n--B\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nx\n"
                 "--B\r\nContent-Disposition: form-data; name=\"client_secret\"\r\n\r\nsecret\r\n--B--\r\n"),
@@ -146,10 +150,10 @@ def seeds():
     s["multipart_rfc"] = [
         parts(0, 1, [("grant_type", "client_credentials"), ("client_id", "id"), ("client_secret", "s e/c+")]),
         parts(0b111111, 0, TRIPLE),
-        Finding("finding-1-bare-boundary-line", parts(0, 4, [("note", "x\r\nB\r\ny"), ("a", "1")])),
-        Finding("finding-1-smuggled-part", parts(0, 4, [
+        Regression(parts(0, 4, [("note", "x\r\nB\r\ny"), ("a", "1")])),
+        Regression(parts(0, 4, [
             ("note", "B\r\nContent-Disposition: form-data; name=\"client_secret\"\r\n\r\nsecret")])),
-        Finding("finding-2-crlf-in-value", parts(0, 3, [("a", "line1\r\nline2"), ("b", "tail\r")])),
+        Regression(parts(0, 3, [("a", "line1\r\nline2"), ("b", "tail\r")])),
         parts(0, 3, [("a", "line1\nline2"), ("b", "tail\r")]),
         parts(0b10000, 6, [("a", "")]),
         parts(0, 3, []),

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
+use crate::discovery::Issuers;
 use crate::lockout::Lockout;
 use crate::path;
 use crate::profile::{ProfileRecord, ProfileSet};
@@ -32,6 +33,8 @@ struct RawConfig {
     shared_data_namespace: String,
     profiles: Option<Vec<ProfileRecord>>,
     sidecar: Option<RawSidecar>,
+    issuers: Vec<String>,
+    metrics: bool,
     lockout: RawLockout,
 }
 
@@ -51,6 +54,8 @@ impl Default for RawConfig {
             shared_data_namespace: shared::DEFAULT_NAMESPACE.into(),
             profiles: None,
             sidecar: None,
+            issuers: Vec::new(),
+            metrics: true,
             lockout: RawLockout::default(),
         }
     }
@@ -151,6 +156,10 @@ pub struct Config {
     pub shared_data_namespace: String,
     pub static_profiles: Option<Rc<ProfileSet>>,
     pub sidecar: Option<SidecarConfig>,
+    /// RFC 8414 metadata: the public issuer URLs, selected by `:authority`.
+    pub issuers: Issuers,
+    /// Define and count Envoy metrics (off only to measure their cost).
+    pub metrics: bool,
     /// Brute-force lockout at the token endpoint; `None` when disabled.
     pub lockout: Option<Lockout>,
 }
@@ -195,6 +204,8 @@ impl RawConfig {
                 "verified_token_cache_size" => raw.verified_token_cache_size = field(value, name)?,
                 "shared_data_namespace" => raw.shared_data_namespace = field(value, name)?,
                 "sidecar" => raw.sidecar = Some(field(value, name)?),
+                "issuers" => raw.issuers = field(value, name)?,
+                "metrics" => raw.metrics = field(value, name)?,
                 "lockout" => raw.lockout = RawLockout::from_value(value)?,
                 "profiles" => {
                     let items: Vec<Box<RawValue>> = field(value, name)?;
@@ -416,6 +427,8 @@ impl Config {
         if static_profiles.is_none() && sidecar.is_none() {
             return Err(err("profiles", "set a static profiles list or a sidecar"));
         }
+        let issuers =
+            Issuers::parse(&raw.issuers, &raw.token_path).map_err(|(i, e)| err(format!("issuers[{i}]"), e))?;
         Ok(Self {
             token_path: raw.token_path,
             token_lifetime: raw.token_lifetime_seconds,
@@ -431,6 +444,8 @@ impl Config {
             shared_data_namespace: raw.shared_data_namespace,
             static_profiles,
             sidecar,
+            issuers,
+            metrics: raw.metrics,
             lockout,
         })
     }
@@ -476,6 +491,8 @@ pub(crate) mod tests {
         assert_eq!(c.profile_id_header, "x-tollgate-profile-id");
         assert!(!c.keep_authorization);
         assert_eq!(c.static_profiles.as_ref().unwrap().len(), 1);
+        assert!(c.issuers.is_empty());
+        assert!(c.metrics);
     }
 
     fn refused(json: &str) -> ConfigError {
@@ -518,6 +535,10 @@ pub(crate) mod tests {
         assert!(e.problem.starts_with("id:"));
         let e = refused(r#"{"sidecar":{"cluster":"c","data_token":"short"}}"#);
         assert_eq!(e.field, "sidecar.data_token");
+        let e = refused(r#"{"issuers":["https://a.example","https://a.example/x"],"profiles":[]}"#);
+        assert_eq!(e.field, "issuers[1]");
+        assert_eq!(refused(r#"{"issuers":"https://a.example","profiles":[]}"#).field, "issuers");
+        assert_eq!(refused(r#"{"metrics":"no","profiles":[]}"#).field, "metrics");
     }
 
     #[test]

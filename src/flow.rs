@@ -5,20 +5,28 @@
 use std::rc::Rc;
 
 use crate::config::Config;
+use crate::discovery;
 use crate::error::{BearerError, TokenError};
 use crate::guard::{self, VerifiedCache};
 use crate::media_type::BodyFormat;
+use crate::metrics::Outcome;
 use crate::path;
-use crate::profile::ProfileLookup;
+use crate::profile::{ProfileLookup, MAX_CLIENT_ID_LEN};
 use crate::response::LocalResponse;
 use crate::shared::SharedStore;
 use crate::token_endpoint;
 use crate::token_request::{self, ClientCredentials, RequestHead};
 
-/// What the host offers a request. Reads are by name; the profile set comes
-/// with its generation (see [`guard`]) or the reason none is usable.
+/// A header map as the host hands it out: `(name, value)` bytes, in order.
+pub type HeaderPairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// What the host offers a request. The profile set comes with its
+/// generation (see [`guard`]) or the reason none is usable.
 pub trait RequestHost {
-    fn request_header(&self, name: &str) -> Option<String>;
+    /// Every request header as `(name, value)` bytes, in order: read once per
+    /// request, in the headers callback (the only one where Envoy hands the
+    /// map out once the headers moved on).
+    fn request_headers(&self) -> HeaderPairs;
     fn set_request_header(&mut self, name: &str, value: Option<&str>);
     fn request_body(&self, size: usize) -> Option<Vec<u8>>;
     fn respond(&mut self, response: LocalResponse);
@@ -33,12 +41,42 @@ pub trait RequestHost {
     /// Outcome logging (debug level). Formatted only if the host will keep
     /// it. Callers never pass secrets or tokens.
     fn log(&self, message: std::fmt::Arguments);
+    /// Counts an outcome (Envoy metrics; see [`crate::metrics`]).
+    fn record(&mut self, outcome: Outcome);
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     Continue,
     Pause,
+}
+
+/// The request's header map, read once.
+struct Headers(HeaderPairs);
+
+impl Headers {
+    /// The first value of `name`. A value that is not UTF-8 cannot be a
+    /// valid credential, path or media type: it reads as garbage.
+    fn get(&self, name: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| String::from_utf8(v.clone()).unwrap_or_else(|_| "\u{fffd}".to_owned()))
+    }
+
+    /// Names an upstream could read as one of `ours`: equal up to ASCII case
+    /// and `_` for `-`, as CGI, WSGI and PHP fold them (`HTTP_X_..._ID`).
+    /// Exact copies are included: only the filter sets these headers.
+    fn look_alikes<'a>(&'a self, ours: &'a [&'a str]) -> impl Iterator<Item = &'a str> + 'a {
+        let fold = |b: &u8| if *b == b'_' { b'-' } else { b.to_ascii_lowercase() };
+        self.0.iter().enumerate().filter_map(move |(i, (name, _))| {
+            let alike =
+                ours.iter().any(|o| o.len() == name.len() && name.iter().map(fold).eq(o.as_bytes().iter().map(fold)));
+            // Once per name, even when the client repeated it.
+            let first = || !self.0[..i].iter().any(|(n, _)| n == name);
+            (alike && first()).then(|| std::str::from_utf8(name).ok()).flatten()
+        })
+    }
 }
 
 #[derive(Debug, Default)]
@@ -64,8 +102,9 @@ impl OwnedHead {
 enum State {
     #[default]
     Headers,
-    /// A token request waiting for the rest of its body.
-    TokenBody { head: OwnedHead, format: BodyFormat },
+    /// A token request waiting for the rest of its body; `received` is the
+    /// size of what the host has buffered so far.
+    TokenBody { head: OwnedHead, format: BodyFormat, received: usize },
     /// Answered locally: nothing more goes upstream.
     Answered,
     /// Authorized or public: the filter is out of the way.
@@ -85,25 +124,39 @@ impl RequestFlow {
         cache: &mut VerifiedCache,
         end_of_stream: bool,
     ) -> Action {
-        let path = host.request_header(":path").unwrap_or_default();
+        let headers = Headers(host.request_headers());
+        let path = headers.get(":path").unwrap_or_default();
         if path::strip_query(&path) == cfg.token_path {
-            return self.token_headers(host, cfg, path, end_of_stream);
+            return self.token_headers(host, cfg, &headers, path, end_of_stream);
         }
-        // Identity headers are ours alone: client-sent copies are dropped on
-        // public paths and replaced on authorized ones (a set replaces).
+        // RFC 8414 metadata: public, answered here, never routed.
+        if discovery::is_discovery_path(&path) {
+            let (method, authority) = (headers.get(":method").unwrap_or_default(), headers.get(":authority"));
+            return self.answer(host, discovery::respond(&method, &path, authority.as_deref(), &cfg.issuers));
+        }
+        // Identity headers are ours alone: client-sent copies and look-alikes
+        // go on every path that reaches the upstream, whatever the proxy's
+        // own underscore policy.
+        let ours = [cfg.client_id_header.as_str(), cfg.profile_id_header.as_str()];
+        for name in headers.look_alikes(&ours) {
+            host.set_request_header(name, None);
+        }
         if cfg.is_public(&path) {
-            host.set_request_header(&cfg.client_id_header, None);
-            host.set_request_header(&cfg.profile_id_header, None);
+            // A token the filter did not consume does not leave either.
+            if !cfg.keep_authorization && headers.get("authorization").is_some() {
+                host.set_request_header("authorization", None);
+            }
             self.state = State::Passed;
             return Action::Continue;
         }
         let outcome = host.profiles().map_err(BearerError::Unavailable).and_then(|(set, generation)| {
-            let auth = host.request_header("authorization");
+            let auth = headers.get("authorization");
             let now = host.now_secs();
             guard::authorize(auth.as_deref(), &path, &*set, generation, now, cfg.leeway, cache)
         });
         match outcome {
             Ok(profile) => {
+                host.record(Outcome::GuardAllowed);
                 host.set_request_header(&cfg.client_id_header, Some(&profile.client_id));
                 host.set_request_header(&cfg.profile_id_header, Some(&profile.id));
                 if !cfg.keep_authorization {
@@ -113,7 +166,13 @@ impl RequestFlow {
                 Action::Continue
             }
             Err(e) => {
-                host.log(format_args!("bearer refused: {} {}: {}", e.status(), e.code(), e.description()));
+                host.record(Outcome::GuardRefused(e));
+                host.log(format_args!(
+                    "bearer refused: {} {}: {}",
+                    e.status(),
+                    e.code().unwrap_or("-"),
+                    e.description()
+                ));
                 self.answer(host, LocalResponse::bearer_error(e, &cfg.realm))
             }
         }
@@ -126,17 +185,35 @@ impl RequestFlow {
         body_size: usize,
         end_of_stream: bool,
     ) -> Action {
-        match &self.state {
+        match &mut self.state {
             State::Answered => Action::Pause,
             State::Headers | State::Passed => Action::Continue,
             State::TokenBody { .. } if body_size > cfg.max_body_bytes => {
                 self.token_error(host, cfg, TokenError::BodyTooLarge)
             }
             // Buffer until the whole body is here; nothing goes upstream.
-            State::TokenBody { .. } if !end_of_stream => Action::Pause,
-            State::TokenBody { .. } => {
-                let body = host.request_body(body_size).unwrap_or_default();
-                self.finish_token(host, cfg, &body)
+            State::TokenBody { received, .. } if !end_of_stream => {
+                *received = body_size;
+                Action::Pause
+            }
+            State::TokenBody { .. } => self.finish_token(host, cfg, body_size),
+        }
+    }
+
+    /// Trailers end the request (HTTP/2 trailers carry END_STREAM; so does
+    /// the trailer section of a chunked HTTP/1.1 body), and the body callback
+    /// never sees `end_of_stream` then: a token request is answered here, or
+    /// its buffered body and trailers would move on to the route.
+    pub fn on_request_trailers(&mut self, host: &mut impl RequestHost, cfg: &Config) -> Action {
+        match &self.state {
+            State::Answered => Action::Pause,
+            State::Headers | State::Passed => Action::Continue,
+            State::TokenBody { received, .. } if *received > cfg.max_body_bytes => {
+                self.token_error(host, cfg, TokenError::BodyTooLarge)
+            }
+            State::TokenBody { received, .. } => {
+                let received = *received;
+                self.finish_token(host, cfg, received)
             }
         }
     }
@@ -145,54 +222,64 @@ impl RequestFlow {
         &mut self,
         host: &mut impl RequestHost,
         cfg: &Config,
+        headers: &Headers,
         path: String,
         end_of_stream: bool,
     ) -> Action {
         let head = OwnedHead {
-            method: host.request_header(":method").unwrap_or_default(),
+            method: headers.get(":method").unwrap_or_default(),
             path,
-            content_type: host.request_header("content-type"),
-            authorization: host.request_header("authorization"),
+            content_type: headers.get("content-type"),
+            authorization: headers.get("authorization"),
         };
         let format = match token_request::check_head(&head.view()) {
             Ok(f) => f,
             Err(e) => return self.token_error(host, cfg, e),
         };
-        let declared = host.request_header("content-length").and_then(|l| l.trim().parse::<usize>().ok());
+        let declared = headers.get("content-length").and_then(|l| l.trim().parse::<usize>().ok());
         if declared.is_some_and(|l| l > cfg.max_body_bytes) {
             return self.token_error(host, cfg, TokenError::BodyTooLarge);
         }
-        self.state = State::TokenBody { head, format };
+        let had_authorization = head.authorization.is_some();
+        self.state = State::TokenBody { head, format, received: 0 };
         if end_of_stream {
-            return self.finish_token(host, cfg, &[]);
+            return self.finish_token(host, cfg, 0);
         }
         if cfg.hold_token_request_headers {
             Action::Pause
         } else {
             // The headers move on (to a local sink route) while the body is
             // buffered here; the credentials are not among them.
-            host.set_request_header("authorization", None);
+            if had_authorization {
+                host.set_request_header("authorization", None);
+            }
             Action::Continue
         }
     }
 
-    fn finish_token(&mut self, host: &mut impl RequestHost, cfg: &Config, body: &[u8]) -> Action {
-        let State::TokenBody { head, format } = std::mem::take(&mut self.state) else {
-            return Action::Continue;
+    /// Answers a token request whose whole body (`size` bytes) the host holds.
+    fn finish_token(&mut self, host: &mut impl RequestHost, cfg: &Config, size: usize) -> Action {
+        let State::TokenBody { head, format, .. } = std::mem::replace(&mut self.state, State::Answered) else {
+            return Action::Pause;
         };
-        let outcome = token_request::parse(&head.view(), &format, body).and_then(|creds| {
+        let body = if size == 0 { Vec::new() } else { host.request_body(size).unwrap_or_default() };
+        let outcome = token_request::parse(&head.view(), &format, &body).and_then(|creds| {
             let (set, _) = host.profiles().map_err(TokenError::Unavailable)?;
             issue_with_lockout(host, cfg, &creds, &*set)
         });
         match outcome {
             // Success is not logged: the access log has it, and the hot path
             // stays free of a log-level hostcall.
-            Ok(token) => self.answer(host, LocalResponse::token(&token, cfg.token_lifetime)),
+            Ok(token) => {
+                host.record(Outcome::TokenIssued);
+                self.answer(host, LocalResponse::token(&token, cfg.token_lifetime))
+            }
             Err(e) => self.token_error(host, cfg, e),
         }
     }
 
     fn token_error(&mut self, host: &mut impl RequestHost, cfg: &Config, e: TokenError) -> Action {
+        host.record(Outcome::TokenRefused(e));
         host.log(format_args!("token refused: {} {}: {}", e.status(), e.code(), e.description()));
         self.answer(host, LocalResponse::token_error(e, &cfg.realm))
     }
@@ -218,13 +305,16 @@ fn issue_with_lockout(
     let Some(lock) = &cfg.lockout else {
         return token_endpoint::issue(creds, set, now, cfg.token_lifetime, &jti);
     };
-    let known = set.by_client_id(&creds.client_id).is_some().then_some(creds.client_id.as_str());
+    // An id longer than any profile's is unknown without a lookup.
+    let known = (creds.client_id.len() <= MAX_CLIENT_ID_LEN && set.by_client_id(&creds.client_id).is_some())
+        .then_some(creds.client_id.as_str());
     let source = || host.source_address();
     lock.check(host.shared_store(), known, &source, now)
         .map_err(|l| TokenError::LockedOut { retry_after: l.retry_after })?;
     let outcome = token_endpoint::issue(creds, set, now, cfg.token_lifetime, &jti);
     if let Err(TokenError::InvalidClient { .. }) = outcome {
         if let Some(l) = lock.record_failure(host.shared_store(), known, &source, now) {
+            host.record(Outcome::Lockout);
             host.log(format_args!("token endpoint: locked out for {} s after repeated failures", l.retry_after));
         }
     }
@@ -252,13 +342,20 @@ mod tests {
         counter: u8,
         unavailable: bool,
         set: Option<Rc<crate::profile::ProfileSet>>,
+        outcomes: Vec<Outcome>,
         store: MemStore,
         source: Option<String>,
     }
 
-    impl RequestHost for Fake {
+    impl Fake {
         fn request_header(&self, name: &str) -> Option<String> {
             self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+        }
+    }
+
+    impl RequestHost for Fake {
+        fn request_headers(&self) -> HeaderPairs {
+            self.headers.iter().map(|(n, v)| (n.clone().into_bytes(), v.clone().into_bytes())).collect()
         }
         fn set_request_header(&mut self, name: &str, value: Option<&str>) {
             self.headers.retain(|(n, _)| n != name);
@@ -298,6 +395,9 @@ mod tests {
         fn log(&self, message: std::fmt::Arguments) {
             let message = message.to_string();
             assert!(!message.contains("secret-1"), "secret in log: {message}");
+        }
+        fn record(&mut self, outcome: Outcome) {
+            self.outcomes.push(outcome);
         }
     }
 
@@ -428,6 +528,193 @@ mod tests {
         assert_eq!(g.response.unwrap().status, 503);
     }
 
+    #[test]
+    fn outcomes_are_reported_once_per_request() {
+        use crate::metrics::Outcome as O;
+        let cfg = static_config(serde_json::json!({"public_paths": ["/healthz"]}));
+        let basic = format!("Basic {}", b64::std_encode(b"client-1:secret-1"));
+        let mut h = fake(
+            &[(":method", "POST"), (":path", "/oauth2/token"), FORM, ("authorization", &basic)],
+            "grant_type=client_credentials",
+        );
+        token(&cfg, &mut h);
+        assert_eq!(h.outcomes, [O::TokenIssued]);
+        let at = json(h.response.as_ref().unwrap())["access_token"].as_str().unwrap().to_owned();
+
+        let mut h = fake(&[(":method", "POST"), (":path", "/oauth2/token"), FORM], "grant_type=password");
+        token(&cfg, &mut h);
+        assert_eq!(h.outcomes, [O::TokenRefused(TokenError::UnsupportedGrantType)]);
+        let mut h = fake(&[(":method", "GET"), (":path", "/oauth2/token")], "");
+        token(&cfg, &mut h);
+        assert_eq!(h.outcomes, [O::TokenRefused(TokenError::MethodNotAllowed)]);
+
+        let mut cache = VerifiedCache::new(16);
+        let mut guarded = |path: &str, auth: Option<&str>| {
+            let mut headers = vec![(":method", "GET"), (":path", path)];
+            headers.extend(auth.map(|a| ("authorization", a)));
+            let mut g = fake(&headers, "");
+            RequestFlow::default().on_request_headers(&mut g, &cfg, &mut cache, true);
+            g.outcomes
+        };
+        let bearer = format!("Bearer {at}");
+        assert_eq!(guarded("/sales/x", Some(&bearer)), [O::GuardAllowed]);
+        assert_eq!(guarded("/sales/x", Some(&bearer)), [O::GuardAllowed], "cache hits count too");
+        assert_eq!(guarded("/hr/x", Some(&bearer)), [O::GuardRefused(BearerError::InsufficientScope)]);
+        assert_eq!(guarded("/sales/x", None), [O::GuardRefused(BearerError::Missing)]);
+        let dot = bearer.rfind('.').unwrap() + 1;
+        let flipped = if &bearer[dot..=dot] == "A" { "B" } else { "A" };
+        let tampered = format!("{}{flipped}{}", &bearer[..dot], &bearer[dot + 1..]);
+        let [O::GuardRefused(e)] = guarded("/sales/x", Some(&tampered))[..] else { panic!() };
+        assert_eq!(crate::metrics::guard_cause(&e), "signature");
+        assert!(guarded("/healthz", None).is_empty(), "public paths are not the guard's");
+        assert!(guarded("/.well-known/oauth-authorization-server", None).is_empty());
+    }
+
+    #[test]
+    fn discovery_is_answered_inline_and_public() {
+        let cfg = static_config(
+            serde_json::json!({"issuers": ["https://api.example.com"], "public_paths": ["/.well-known/"]}),
+        );
+        let mut cache = VerifiedCache::new(16);
+        let mut ask = |method: &str, path: &str, authority: &str| {
+            let mut g = fake(
+                &[(":method", method), (":path", path), (":authority", authority), ("x-tollgate-client-id", "forged")],
+                "",
+            );
+            let a = RequestFlow::default().on_request_headers(&mut g, &cfg, &mut cache, true);
+            assert_eq!(a, Action::Pause, "never routed");
+            g.response.unwrap()
+        };
+        let r = ask("GET", "/.well-known/oauth-authorization-server", "API.example.com");
+        assert_eq!(r.status, 200);
+        assert_eq!(json(&r)["token_endpoint"], "https://api.example.com/oauth2/token");
+        assert_eq!(ask("GET", "/.well-known/oauth-authorization-server", "evil.example").status, 404);
+        assert_eq!(ask("GET", "/.well-known/openid-configuration", "api.example.com").status, 404);
+        assert_eq!(ask("DELETE", "/.well-known/oauth-authorization-server", "api.example.com").status, 405);
+    }
+
+    fn token_creds_body() -> &'static str {
+        "grant_type=client_credentials&client_id=client-1&client_secret=secret-1"
+    }
+
+    #[test]
+    fn trailers_end_the_token_body_in_both_modes() {
+        // HTTP/2 HEADERS → DATA → trailers (END_STREAM), or chunked HTTP/1.1
+        // with a trailer section: the body callback never sees end_of_stream.
+        for hold in [true, false] {
+            let cfg = static_config(serde_json::json!({"hold_token_request_headers": hold}));
+            for (body, status) in [(token_creds_body(), 200), ("{", 400), ("", 400)] {
+                let mut h = fake(&[(":method", "POST"), (":path", "/oauth2/token"), FORM], body);
+                let mut flow = RequestFlow::default();
+                let mut cache = VerifiedCache::new(16);
+                let first = flow.on_request_headers(&mut h, &cfg, &mut cache, false);
+                assert_eq!(first, if hold { Action::Pause } else { Action::Continue });
+                if !body.is_empty() {
+                    assert_eq!(flow.on_request_body(&mut h, &cfg, body.len(), false), Action::Pause);
+                }
+                assert!(h.response.is_none());
+                assert_eq!(flow.on_request_trailers(&mut h, &cfg), Action::Pause, "trailers never continue");
+                let r = h.response.take().expect("answered at the trailers");
+                assert_eq!(r.status, status, "hold={hold} body={body:?}");
+                // Anything later stays here too, and no second answer.
+                assert_eq!(flow.on_request_trailers(&mut h, &cfg), Action::Pause);
+                assert_eq!(flow.on_request_body(&mut h, &cfg, body.len(), true), Action::Pause);
+                assert!(h.response.is_none());
+            }
+        }
+    }
+
+    #[test]
+    fn trailers_over_the_body_limit_are_refused() {
+        let cfg = static_config(serde_json::json!({"max_token_request_bytes": 256}));
+        let mut h = fake(&[(":method", "POST"), (":path", "/oauth2/token"), FORM], "x");
+        let mut flow = RequestFlow::default();
+        let mut cache = VerifiedCache::new(16);
+        flow.on_request_headers(&mut h, &cfg, &mut cache, false);
+        assert_eq!(flow.on_request_body(&mut h, &cfg, 256, false), Action::Pause);
+        // The host buffered past the limit without a body callback saying so.
+        flow.state = match std::mem::take(&mut flow.state) {
+            State::TokenBody { head, format, .. } => State::TokenBody { head, format, received: 257 },
+            other => other,
+        };
+        assert_eq!(flow.on_request_trailers(&mut h, &cfg), Action::Pause);
+        assert_eq!(h.response.unwrap().status, 413);
+    }
+
+    #[test]
+    fn trailers_elsewhere_pass() {
+        let cfg = static_config(serde_json::json!({"public_paths": ["/healthz"]}));
+        let mut g = fake(&[(":method", "POST"), (":path", "/healthz")], "");
+        let mut flow = RequestFlow::default();
+        let mut cache = VerifiedCache::new(16);
+        assert_eq!(flow.on_request_headers(&mut g, &cfg, &mut cache, false), Action::Continue);
+        assert_eq!(flow.on_request_trailers(&mut g, &cfg), Action::Continue);
+        assert!(g.response.is_none());
+    }
+
+    #[test]
+    fn look_alike_identity_headers_never_reach_the_upstream() {
+        let cfg = static_config(serde_json::json!({"public_paths": ["/healthz"]}));
+        let forged = [
+            ("x_tollgate_client_id", "admin"),
+            ("X_Tollgate_Profile_Id", "admin"),
+            ("x-tollgate_client-id", "admin"),
+            ("X-TOLLGATE-CLIENT-ID", "admin"),
+            ("x_tollgate_client_id", "again"),
+        ];
+        let kept = ("x_tollgate_client_idx", "not ours");
+        let token = {
+            let mut h = fake(&[(":method", "POST"), (":path", "/oauth2/token"), FORM], token_creds_body());
+            token(&cfg, &mut h);
+            json(&h.response.unwrap())["access_token"].as_str().unwrap().to_owned()
+        };
+        let auth = format!("Bearer {token}");
+        for (path, authorization) in [("/healthz", None), ("/sales/x", Some(auth.as_str()))] {
+            let mut headers = vec![(":method", "GET"), (":path", path), kept];
+            headers.extend(forged);
+            headers.extend(authorization.map(|a| ("authorization", a)));
+            let mut g = fake(&headers, "");
+            let mut cache = VerifiedCache::new(16);
+            assert_eq!(RequestFlow::default().on_request_headers(&mut g, &cfg, &mut cache, true), Action::Continue);
+            let fold = |n: &str| n.to_ascii_lowercase().replace('_', "-");
+            let left: Vec<_> = g.headers.iter().filter(|(n, _)| fold(n).starts_with("x-tollgate-")).collect();
+            let want: Vec<(String, String)> = match authorization {
+                None => vec![],
+                Some(_) => vec![
+                    ("x-tollgate-client-id".into(), "client-1".into()),
+                    ("x-tollgate-profile-id".into(), record(1).id),
+                ],
+            };
+            let mut left: Vec<(String, String)> = left.into_iter().filter(|(n, _)| n != kept.0).cloned().collect();
+            left.sort();
+            assert_eq!(left, want, "{path}");
+            assert_eq!(g.request_header(kept.0).as_deref(), Some(kept.1), "other headers stay");
+        }
+    }
+
+    #[test]
+    fn public_paths_drop_the_bearer_token_unless_kept() {
+        for (keep, want) in [(false, None), (true, Some("Bearer a.b.c"))] {
+            let cfg = static_config(serde_json::json!({"public_paths": ["/public/"], "keep_authorization": keep}));
+            let mut g = fake(&[(":method", "GET"), (":path", "/public/x"), ("authorization", "Bearer a.b.c")], "");
+            let mut cache = VerifiedCache::new(16);
+            assert_eq!(RequestFlow::default().on_request_headers(&mut g, &cfg, &mut cache, true), Action::Continue);
+            assert_eq!(g.request_header("authorization").as_deref(), want);
+        }
+    }
+
+    #[test]
+    fn no_token_gets_a_challenge_without_an_error_code() {
+        let cfg = static_config(serde_json::json!({}));
+        let mut g = fake(&[(":method", "GET"), (":path", "/sales/x")], "");
+        let mut cache = VerifiedCache::new(16);
+        RequestFlow::default().on_request_headers(&mut g, &cfg, &mut cache, true);
+        let r = g.response.unwrap();
+        assert_eq!(r.status, 401);
+        assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"tollgate\""));
+        assert!(json(&r).get("error").is_none(), "RFC 6750 §3.1");
+    }
+
     /// A form token request for `client_id`/`secret`, sharing `store` (as the
     /// workers of one Envoy share shared data), from `source`.
     fn attempt(cfg: &Config, store: &MemStore, source: &str, client_id: &str, secret: &str, now: u64) -> LocalResponse {
@@ -440,6 +727,29 @@ mod tests {
         h.now = now;
         token(cfg, &mut h);
         h.response.unwrap()
+    }
+
+    #[test]
+    fn a_lockout_is_counted_once_and_its_429s_as_refusals() {
+        use crate::metrics::Outcome as O;
+        let cfg = static_config(serde_json::json!({"lockout": {"max_failures": 2}}));
+        let store = MemStore::default();
+        let mut outcomes = Vec::new();
+        for secret in ["nope", "nope", "secret-1"] {
+            let mut h = fake(
+                &[(":method", "POST"), (":path", "/oauth2/token"), FORM],
+                &format!("grant_type=client_credentials&client_id=client-1&client_secret={secret}"),
+            );
+            h.store = store.clone();
+            h.source = Some("10.0.0.1:1".into());
+            token(&cfg, &mut h);
+            outcomes.extend(h.outcomes);
+        }
+        let invalid = |e: &O| matches!(e, O::TokenRefused(TokenError::InvalidClient { .. }));
+        assert!(invalid(&outcomes[0]) && invalid(&outcomes[2]), "{outcomes:?}");
+        assert_eq!(outcomes[1], O::Lockout, "the failure that locks");
+        assert!(matches!(outcomes[3], O::TokenRefused(TokenError::LockedOut { .. })), "{outcomes:?}");
+        assert_eq!(outcomes.len(), 4);
     }
 
     #[test]

@@ -23,15 +23,50 @@ struct CachedToken {
     nbf: u64,
 }
 
+/// The verified-token cache's bound in (estimated) heap bytes, on top of the
+/// entry count: it holds whole tokens, and only tokens that verified.
+pub const VERIFIED_CACHE_MAX_BYTES: usize = 2 << 20;
+
 pub struct VerifiedCache {
     generation: u64,
     entries: HashMap<Box<str>, CachedToken>,
     capacity: usize,
+    bytes: usize,
+    max_bytes: usize,
 }
 
 impl VerifiedCache {
     pub fn new(capacity: usize) -> Self {
-        Self { generation: 0, entries: HashMap::new(), capacity }
+        Self::with_max_bytes(capacity, VERIFIED_CACHE_MAX_BYTES)
+    }
+
+    pub fn with_max_bytes(capacity: usize, max_bytes: usize) -> Self {
+        Self { generation: 0, entries: HashMap::new(), capacity, bytes: 0, max_bytes }
+    }
+
+    /// The estimated heap the entries hold (at most the byte bound).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// Remembers a verified token; when a bound would be crossed, starts over.
+    fn insert(&mut self, signature: &str, entry: CachedToken) {
+        let cost = signature.len() + entry.token.len() + std::mem::size_of::<(Box<str>, CachedToken)>() + 16;
+        if self.entries.len() >= self.capacity || self.bytes + cost > self.max_bytes {
+            self.clear();
+        }
+        if cost > self.max_bytes || self.capacity == 0 {
+            return;
+        }
+        if let Some(old) = self.entries.insert(signature.into(), entry) {
+            self.bytes -= signature.len() + old.token.len() + std::mem::size_of::<(Box<str>, CachedToken)>() + 16;
+        }
+        self.bytes += cost;
     }
 
     pub fn len(&self) -> usize {
@@ -54,7 +89,7 @@ pub fn bearer_token(authorization: Option<&str>) -> Result<&str, BearerError> {
     let body = token.trim_end_matches('=');
     let b64token = |b: u8| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b);
     if body.is_empty() || !body.bytes().all(b64token) || token.len() > jwt::MAX_TOKEN_LEN {
-        return Err(BearerError::InvalidToken(JwtError::Malformed.description()));
+        return Err(BearerError::InvalidToken(JwtError::Malformed));
     }
     Ok(token)
 }
@@ -72,10 +107,10 @@ pub fn authorize(
 ) -> Result<Rc<Profile>, BearerError> {
     let token = bearer_token(authorization)?;
     if cache.generation != generation {
-        cache.entries.clear();
+        cache.clear();
         cache.generation = generation;
     }
-    let invalid = |e: JwtError| BearerError::InvalidToken(e.description());
+    let invalid = BearerError::InvalidToken;
     let signature = token.rsplit_once('.').map_or(token, |(_, s)| s);
     let profile = match cache.entries.get(signature).filter(|hit| *hit.token == *token) {
         Some(hit) => {
@@ -85,11 +120,8 @@ pub fn authorize(
         None => {
             let v = jwt::verify(token, |kid| set.by_kid(kid)).map_err(invalid)?;
             jwt::check_time(v.exp, v.nbf, now, leeway).map_err(invalid)?;
-            if cache.entries.len() >= cache.capacity {
-                cache.entries.clear();
-            }
             let entry = CachedToken { token: token.into(), profile: Rc::clone(&v.profile), exp: v.exp, nbf: v.nbf };
-            cache.entries.insert(signature.into(), entry);
+            cache.insert(signature, entry);
             v.profile
         }
     };
@@ -140,7 +172,7 @@ mod tests {
         );
         assert_eq!(
             authorize(Some(&auth), "/sales/x", &s, 1, 4600, 0, &mut cache).err(),
-            Some(BearerError::InvalidToken(JwtError::Expired.description()))
+            Some(BearerError::InvalidToken(JwtError::Expired))
         );
     }
 
@@ -158,7 +190,7 @@ mod tests {
         let s2 = set(&[rotated]);
         assert_eq!(
             authorize(Some(&auth), "/sales/", &s2, 2, 1000, 0, &mut cache).err(),
-            Some(BearerError::InvalidToken(JwtError::UnknownKeyId.description()))
+            Some(BearerError::InvalidToken(JwtError::UnknownKeyId))
         );
     }
 
@@ -175,6 +207,30 @@ mod tests {
     }
 
     #[test]
+    fn bytes_are_bounded() {
+        let s = set(&[record(1)]);
+        let p = s.by_kid(&record(1).kid).unwrap().clone();
+        let one = {
+            let mut c = VerifiedCache::new(100);
+            let auth = format!("Bearer {}", jwt::mint(&p, 1000, 3600, &[0; 16]));
+            authorize(Some(&auth), "/sales/", &s, 1, 1000, 0, &mut c).unwrap();
+            c.bytes()
+        };
+        assert!(one > 250, "a token and its key are counted: {one}");
+        let mut cache = VerifiedCache::with_max_bytes(1000, 3 * one);
+        for i in 0..20u8 {
+            let auth = format!("Bearer {}", jwt::mint(&p, 1000, 3600, &[i; 16]));
+            assert!(authorize(Some(&auth), "/sales/", &s, 1, 1000, 0, &mut cache).is_ok());
+            assert!(cache.bytes() <= 3 * one && cache.len() <= 3, "{} bytes, {} entries", cache.bytes(), cache.len());
+        }
+        // Same token again: a hit, no growth.
+        let auth = format!("Bearer {}", jwt::mint(&p, 1000, 3600, &[19; 16]));
+        let before = cache.bytes();
+        authorize(Some(&auth), "/sales/", &s, 1, 1000, 0, &mut cache).unwrap();
+        assert_eq!(cache.bytes(), before);
+    }
+
+    #[test]
     fn a_cached_signature_does_not_vouch_for_other_claims() {
         let s = set(&[record(1)]);
         let p = s.by_kid(&record(1).kid).unwrap();
@@ -188,7 +244,7 @@ mod tests {
         let forged = format!("{h}.{}.{sig}", crate::b64::url_encode(claims.as_bytes()));
         assert_eq!(
             authorize(Some(&format!("Bearer {forged}")), "/sales/", &s, 1, 1000, 0, &mut cache).err(),
-            Some(BearerError::InvalidToken(JwtError::Signature.description()))
+            Some(BearerError::InvalidToken(JwtError::Signature))
         );
     }
 

@@ -26,6 +26,8 @@ pub enum MediaTypeError {
     MissingBoundary,
     BadBoundary,
     UnsupportedCharset,
+    /// A parameter given twice (RFC 6838 §4.3): two readings, so none.
+    RepeatedParameter,
 }
 
 impl MediaTypeError {
@@ -38,6 +40,7 @@ impl MediaTypeError {
             Self::MissingBoundary => "multipart/form-data requires a boundary parameter",
             Self::BadBoundary => "the multipart boundary is invalid",
             Self::UnsupportedCharset => "only the UTF-8 charset is supported",
+            Self::RepeatedParameter => "a Content-Type parameter must not be repeated",
         }
     }
 }
@@ -54,6 +57,7 @@ pub fn parse(header: &str) -> Result<BodyFormat, MediaTypeError> {
         return Err(MediaTypeError::Malformed);
     }
     let mut boundary = None;
+    let mut seen: Vec<String> = Vec::new();
     while let Some(after) = rest.strip_prefix(';') {
         let after = after.trim_start();
         if after.is_empty() {
@@ -66,6 +70,9 @@ pub fn parse(header: &str) -> Result<BodyFormat, MediaTypeError> {
             return Err(MediaTypeError::Malformed);
         }
         let (value, tail) = parse_value(&after[eq + 1..])?;
+        if seen.contains(&name) {
+            return Err(MediaTypeError::RepeatedParameter);
+        }
         match name.as_str() {
             "charset" if !matches!(value.to_ascii_lowercase().as_str(), "utf-8" | "utf8" | "us-ascii") => {
                 return Err(MediaTypeError::UnsupportedCharset)
@@ -73,6 +80,7 @@ pub fn parse(header: &str) -> Result<BodyFormat, MediaTypeError> {
             "boundary" => boundary = Some(value),
             _ => {}
         }
+        seen.push(name);
         rest = tail.trim_start();
     }
     if !rest.is_empty() {
@@ -158,5 +166,17 @@ mod tests {
             parse(&format!("multipart/form-data; boundary={}", "a".repeat(71))),
             Err(MediaTypeError::BadBoundary)
         );
+    }
+
+    #[test]
+    fn repeated_parameters_are_refused_for_every_type() {
+        for ct in [
+            "multipart/form-data; boundary=a; boundary=b",
+            "multipart/form-data; boundary=a; Boundary=\"a\"",
+            "application/json; charset=utf-8; charset=utf-8",
+            "application/x-www-form-urlencoded; x=1; X=2",
+        ] {
+            assert_eq!(parse(ct), Err(MediaTypeError::RepeatedParameter), "{ct}");
+        }
     }
 }

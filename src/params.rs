@@ -11,16 +11,41 @@ use crate::media_type::BodyFormat;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ParamsError {
     /// The body is in another format than the Content-Type says.
-    Mismatch(&'static str),
-    Malformed(&'static str),
+    Mismatch(Declared),
+    Malformed(Malformed),
     Repeated,
     NotAString,
+}
+
+/// The format a Content-Type declared, for [`ParamsError::Mismatch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Declared {
+    Form,
+    Json,
+    /// multipart/form-data, and no delimiter line with its boundary.
+    Multipart,
+}
+
+/// How a body in the declared format is broken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Malformed {
+    FormEncoding,
+    JsonNotAnObject,
+    Multipart,
+    /// A multipart body with two possible readings (see `parse_multipart`).
+    MultipartAmbiguous,
 }
 
 impl ParamsError {
     pub fn description(self) -> &'static str {
         match self {
-            Self::Mismatch(d) | Self::Malformed(d) => d,
+            Self::Mismatch(Declared::Form) => "the body is not application/x-www-form-urlencoded as Content-Type says",
+            Self::Mismatch(Declared::Json) => "the body is not application/json as Content-Type says",
+            Self::Mismatch(Declared::Multipart) => "the body is not multipart/form-data with the declared boundary",
+            Self::Malformed(Malformed::FormEncoding) => "the form body is not valid percent-encoded UTF-8",
+            Self::Malformed(Malformed::JsonNotAnObject) => "the body is not a JSON object",
+            Self::Malformed(Malformed::Multipart) => "the multipart/form-data body is malformed",
+            Self::Malformed(Malformed::MultipartAmbiguous) => "the multipart/form-data body is ambiguous",
             Self::Repeated => "request parameters must not be repeated",
             Self::NotAString => "grant_type, client_id and client_secret must be strings",
         }
@@ -65,15 +90,13 @@ pub fn parse(format: &BodyFormat, body: &[u8]) -> Result<Params, ParamsError> {
     match format {
         BodyFormat::Form => {
             if sniffed != Sniffed::Form {
-                return Err(ParamsError::Mismatch(
-                    "the body is not application/x-www-form-urlencoded as Content-Type says",
-                ));
+                return Err(ParamsError::Mismatch(Declared::Form));
             }
             parse_form(body)
         }
         BodyFormat::Json => {
             if sniffed != Sniffed::Json {
-                return Err(ParamsError::Mismatch("the body is not application/json as Content-Type says"));
+                return Err(ParamsError::Mismatch(Declared::Json));
             }
             parse_json(body)
         }
@@ -111,10 +134,8 @@ pub fn parse_form(body: &[u8]) -> Result<Params, ParamsError> {
             Some(i) => (&pair[..i], &pair[i + 1..]),
             None => (pair, &b""[..]),
         };
-        let name =
-            form_decode(name).ok_or(ParamsError::Malformed("the form body is not valid percent-encoded UTF-8"))?;
-        let value =
-            form_decode(value).ok_or(ParamsError::Malformed("the form body is not valid percent-encoded UTF-8"))?;
+        let name = form_decode(name).ok_or(ParamsError::Malformed(Malformed::FormEncoding))?;
+        let value = form_decode(value).ok_or(ParamsError::Malformed(Malformed::FormEncoding))?;
         params.push(name, Some(value))?;
     }
     Ok(params)
@@ -215,94 +236,162 @@ fn parse_json(body: &[u8]) -> Result<Params, ParamsError> {
     match serde_json::from_slice::<JsonParams>(body) {
         Ok(JsonParams(_, true)) => Err(ParamsError::Repeated),
         Ok(JsonParams(params, false)) => Ok(params),
-        Err(_) => Err(ParamsError::Malformed("the body is not a JSON object")),
+        Err(_) => Err(ParamsError::Malformed(Malformed::JsonNotAnObject)),
     }
 }
 
-/// `multipart/form-data` (RFC 7578) as real clients send it (CRLF, `--`
-/// before the boundary, `--` after the last one), and as the product
-/// documentation's example shows it: LF line endings, delimiter lines that
-/// are the bare boundary, and a last delimiter without the closing `--`.
+const NOT_MULTIPART: ParamsError = ParamsError::Mismatch(Declared::Multipart);
+const MALFORMED: ParamsError = ParamsError::Malformed(Malformed::Multipart);
+const AMBIGUOUS: ParamsError = ParamsError::Malformed(Malformed::MultipartAmbiguous);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Delimiter {
+    Next,
+    Close,
+}
+
+/// One line of the body and where its text sits (line break excluded).
+#[derive(Clone, Copy)]
+struct Line<'a> {
+    text: &'a str,
+    start: usize,
+    end: usize,
+}
+
+fn lines(text: &str) -> impl Iterator<Item = Line<'_>> + Clone {
+    let mut start = 0;
+    text.split('\n').map(move |raw| {
+        let line_start = start;
+        start += raw.len() + 1;
+        let text = raw.strip_suffix('\r').unwrap_or(raw);
+        Line { text, start: line_start, end: line_start + text.len() }
+    })
+}
+
+/// RFC 2046 §5.1.1 allows transport padding after a delimiter.
+fn unpadded(line: &str) -> &str {
+    line.trim_end_matches([' ', '\t'])
+}
+
+/// `multipart/form-data`, one reading per body (CRLF or LF line ends):
+/// * a body with any `--B` delimiter line is RFC 2046/7578: only `--B` lines
+///   delimit, `--B--` closes (the epilogue is ignored), a line that starts
+///   like a delimiter but is none is refused (§5.1.1: the delimiter must not
+///   occur in content), and a bare `B` line is content;
+/// * otherwise it is the product documentation's form: delimiter lines that
+///   are the bare boundary, the last one closing the body, nothing but blank
+///   lines before the first; `B--`, which neither form defines, is refused.
 fn parse_multipart(boundary: &str, body: &[u8]) -> Result<Params, ParamsError> {
-    const NOT_MULTIPART: ParamsError =
-        ParamsError::Mismatch("the body is not multipart/form-data with the declared boundary");
-    const MALFORMED: ParamsError = ParamsError::Malformed("the multipart/form-data body is malformed");
     let text = std::str::from_utf8(body).map_err(|_| MALFORMED)?;
-    let b = boundary.as_bytes();
-    let delimiter = |line: &str| -> Option<bool> {
-        let l = line.trim_end_matches([' ', '\t']).as_bytes();
-        let l = l.strip_prefix(b"--").filter(|rest| rest.starts_with(b)).unwrap_or(l);
-        let rest = l.strip_prefix(b)?;
-        match rest {
-            b"" => Some(false),
-            b"--" => Some(true),
-            _ => None,
+    let dashed = format!("--{boundary}");
+    let rfc_delimiter = |line: &str| -> Result<Option<Delimiter>, ParamsError> {
+        match unpadded(line).strip_prefix(dashed.as_str()) {
+            Some("") => Ok(Some(Delimiter::Next)),
+            Some("--") => Ok(Some(Delimiter::Close)),
+            Some(_) => Err(AMBIGUOUS),
+            None => Ok(None),
         }
     };
-    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
-    // Preamble: everything before the first delimiter.
+    let is_rfc = lines(text).any(|l| matches!(rfc_delimiter(l.text), Ok(Some(_))));
+    if is_rfc {
+        return parts(text, true, rfc_delimiter);
+    }
+    let bare_delimiter = |line: &str| -> Result<Option<Delimiter>, ParamsError> {
+        match unpadded(line).strip_prefix(boundary) {
+            Some("") => Ok(Some(Delimiter::Next)),
+            Some("--") => Err(AMBIGUOUS),
+            _ => Ok(None),
+        }
+    };
+    if !lines(text).any(|l| unpadded(l.text) == boundary) {
+        return Err(NOT_MULTIPART);
+    }
+    parts(text, false, bare_delimiter)
+}
+
+fn parts(
+    text: &str,
+    rfc: bool,
+    delimiter: impl Fn(&str) -> Result<Option<Delimiter>, ParamsError>,
+) -> Result<Params, ParamsError> {
+    let mut lines = lines(text);
+    // The preamble: ignored in RFC form, blank in the documentation's.
     loop {
-        match lines.next() {
-            None => return Err(NOT_MULTIPART),
-            Some(l) if delimiter(l) == Some(false) => break,
-            Some(l) if delimiter(l) == Some(true) => return Err(MALFORMED),
-            Some(_) => {}
+        let line = lines.next().ok_or(NOT_MULTIPART)?;
+        match delimiter(line.text)? {
+            Some(Delimiter::Next) => break,
+            Some(Delimiter::Close) => return Err(MALFORMED),
+            None if !rfc && !line.text.trim().is_empty() => return Err(AMBIGUOUS),
+            None => {}
         }
     }
     let mut params = Params::default();
     loop {
+        // The documentation's example ends on a bare delimiter, without a
+        // closing marker: a delimiter followed by nothing closes that form.
+        if !rfc && lines.clone().all(|l| l.text.trim().is_empty()) {
+            return Ok(params);
+        }
         // Part headers up to the blank line.
         let mut name = None;
         loop {
             let line = lines.next().ok_or(MALFORMED)?;
-            if line.is_empty() {
+            if line.text.is_empty() {
                 break;
             }
-            let (h, v) = line.split_once(':').ok_or(MALFORMED)?;
+            if delimiter(line.text)?.is_some() {
+                return Err(MALFORMED);
+            }
+            let (h, v) = line.text.split_once(':').ok_or(MALFORMED)?;
             if h.trim().eq_ignore_ascii_case("content-disposition") {
-                name = Some(disposition_name(v).ok_or(MALFORMED)?);
+                if name.is_some() {
+                    return Err(AMBIGUOUS);
+                }
+                name = Some(disposition_name(v)?);
             }
         }
         let name = name.ok_or(MALFORMED)?;
-        // Content lines up to the next delimiter; the line break before the
-        // delimiter belongs to the delimiter.
-        let mut value: Vec<&str> = Vec::new();
+        // Content up to the next delimiter, its own line breaks kept; the
+        // line break before the delimiter belongs to the delimiter.
+        let mut span: Option<(usize, usize)> = None;
         let last = loop {
             let line = lines.next().ok_or(MALFORMED)?;
-            if let Some(last) = delimiter(line) {
-                break last;
+            if let Some(d) = delimiter(line.text)? {
+                break d;
             }
-            value.push(line);
+            span = Some((span.map_or(line.start, |(start, _)| start), line.end));
         };
-        params.push(name, Some(value.join("\n")))?;
-        // The documentation's example ends on a bare delimiter, without the
-        // closing `--`: a delimiter followed by nothing closes the body too.
-        if last || lines.clone().all(|l| l.trim().is_empty()) {
-            break;
+        let value = span.map_or("", |(start, end)| &text[start..end]);
+        params.push(name, Some(value.to_owned()))?;
+        if last == Delimiter::Close {
+            return Ok(params);
         }
     }
-    Ok(params)
 }
 
-/// `form-data; name="field"` → `field`.
-fn disposition_name(v: &str) -> Option<String> {
+/// `form-data; name="field"` → `field`; a repeated `name` has two readings.
+fn disposition_name(v: &str) -> Result<String, ParamsError> {
     let mut parts = v.split(';');
-    if !parts.next()?.trim().eq_ignore_ascii_case("form-data") {
-        return None;
+    if !parts.next().ok_or(MALFORMED)?.trim().eq_ignore_ascii_case("form-data") {
+        return Err(MALFORMED);
     }
+    let mut name = None;
     for p in parts {
-        let (k, val) = p.split_once('=')?;
+        let (k, val) = p.split_once('=').ok_or(MALFORMED)?;
         if k.trim().eq_ignore_ascii_case("name") {
+            if name.is_some() {
+                return Err(AMBIGUOUS);
+            }
             let val = val.trim();
             let unquoted = val.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or(val);
-            return Some(unquoted.to_owned());
+            name = Some(unquoted.to_owned());
         }
     }
-    None
+    name.ok_or(MALFORMED)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -386,6 +475,64 @@ mod tests {
         let no_headers_end = format!("--{b}\r\nContent-Disposition: form-data; name=\"a\"\r\n");
         assert!(matches!(parse(&mp(b), no_headers_end.as_bytes()), Err(ParamsError::Malformed(_))));
         assert!(matches!(parse(&mp(b), &[0xff, 0xfe]), Err(ParamsError::Malformed(_))));
+    }
+
+    const SECRET_SMUGGLING_NOTE: &str = "B\r\nContent-Disposition: form-data; name=\"client_secret\"\r\n\r\ns e/c+";
+
+    /// Issue 6 (4b): a note whose value looks like a bare-boundary part.
+    pub(crate) fn smuggling_body(b: &str) -> String {
+        format!(
+            "--{b}\r\nContent-Disposition: form-data; name=\"grant_type\"\r\n\r\nclient_credentials\r\n--{b}\r\nContent-Disposition: form-data; name=\"client_id\"\r\n\r\nid\r\n--{b}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\n{}\r\n--{b}--\r\n",
+            SECRET_SMUGGLING_NOTE.replacen('B', b, 1)
+        )
+    }
+
+    #[test]
+    fn rfc7578_value_with_a_bare_boundary_line_is_content() {
+        let b = "B";
+        let body = format!(
+            "--{b}\r\nContent-Disposition: form-data; name=\"grant_type\"\r\n\r\nclient_credentials\r\n--{b}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nx\r\n{b}\r\ny\r\n--{b}--\r\n"
+        );
+        let p = parse(&mp(b), body.as_bytes()).unwrap();
+        assert_eq!(p.get("note").unwrap(), Some("x\r\nB\r\ny"), "value intact, line breaks kept");
+        assert_eq!(p.get("grant_type").unwrap(), Some("client_credentials"));
+    }
+
+    #[test]
+    fn rfc7578_note_cannot_smuggle_a_part() {
+        let p = parse(&mp("B"), smuggling_body("B").as_bytes()).unwrap();
+        assert_eq!(p.get("client_secret").unwrap(), None);
+        assert_eq!(p.get("note").unwrap(), Some(SECRET_SMUGGLING_NOTE));
+    }
+
+    #[test]
+    fn multipart_forms_do_not_mix() {
+        let b = "XyZ";
+        let cd = |n: &str| format!("Content-Disposition: form-data; name=\"{n}\"");
+        let (g, i) = (cd("grant_type"), cd("client_id"));
+        // RFC form: a missing close, a line that starts like a delimiter.
+        for (body, want) in [
+            (format!("--{b}\r\n{g}\r\n\r\nclient_credentials\r\n--{b}\r\n"), Malformed::Multipart),
+            (format!("--{b}\r\n{g}\r\n\r\nclient_credentials\r\n--{b}x\r\n--{b}--\r\n"), Malformed::MultipartAmbiguous),
+            (format!("--{b}--\r\n"), Malformed::Multipart),
+        ] {
+            assert_eq!(parse(&mp(b), body.as_bytes()), Err(ParamsError::Malformed(want)), "{body:?}");
+        }
+        // RFC form: preamble and epilogue are ignored, padding tolerated.
+        let ok = format!("preamble\r\n--{b}  \r\n{g}\r\n\r\nclient_credentials\r\n--{b}--\r\nepilogue {b}\r\n");
+        assert_eq!(parse(&mp(b), ok.as_bytes()).unwrap().get("grant_type").unwrap(), Some("client_credentials"));
+        // Documentation form: `B--`, text before the first delimiter, two
+        // dispositions or two names in one part are ambiguous.
+        let ambiguous = ParamsError::Malformed(Malformed::MultipartAmbiguous);
+        for (body, want) in [
+            (format!("{b}\n{g}\n\nclient_credentials\n{b}--\n"), ambiguous),
+            (format!("hello\n{b}\n{g}\n\nclient_credentials\n{b}\n"), ambiguous),
+            (format!("{b}\n{g}\n{i}\n\nclient_credentials\n{b}\n"), ambiguous),
+            (format!("{b}\nContent-Disposition: form-data; name=a; name=b\n\nx\n{b}\n"), ambiguous),
+            (format!("{b}\n{g}\n\nclient_credentials\n"), ParamsError::Malformed(Malformed::Multipart)),
+        ] {
+            assert_eq!(parse(&mp(b), body.as_bytes()), Err(want), "{body:?}");
+        }
     }
 
     #[test]

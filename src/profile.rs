@@ -17,6 +17,10 @@ use crate::path;
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// The longest client id a profile may have; a token request with a longer
+/// one is refused before any lookup.
+pub const MAX_CLIENT_ID_LEN: usize = 256;
+
 /// Why a profile record was refused. Never carries key or hash material.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProfileError {
@@ -104,7 +108,10 @@ impl Profile {
             field: "signing_key",
             problem: "must be 64 to 128 hex digits (a 256- to 512-bit HS256 key)",
         })?;
-        if r.client_id.is_empty() || r.client_id.len() > 256 || !r.client_id.bytes().all(|b| b.is_ascii_graphic()) {
+        if r.client_id.is_empty()
+            || r.client_id.len() > MAX_CLIENT_ID_LEN
+            || !r.client_id.bytes().all(|b| b.is_ascii_graphic())
+        {
             return Err(ProfileError::Field {
                 field: "client_id",
                 problem: "must be 1 to 256 visible ASCII characters",

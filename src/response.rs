@@ -39,7 +39,7 @@ impl LocalResponse {
     }
 
     pub fn token_error(err: TokenError, realm: &str) -> Self {
-        let mut resp = Self::json(err.status(), error_body(err.code(), err.description()));
+        let mut resp = Self::json(err.status(), error_body(Some(err.code()), err.description()));
         match err {
             TokenError::MethodNotAllowed => resp.headers.push(("allow", "POST".to_owned())),
             TokenError::InvalidClient { basic: true, .. } => {
@@ -54,14 +54,11 @@ impl LocalResponse {
     pub fn bearer_error(err: BearerError, realm: &str) -> Self {
         let mut resp = Self::json(err.status(), error_body(err.code(), err.description()));
         if err.status() != 503 {
-            let challenge = if err.challenge_has_error() {
-                format!(
-                    "Bearer realm=\"{realm}\", error=\"{}\", error_description=\"{}\"",
-                    err.code(),
-                    err.description()
-                )
-            } else {
-                format!("Bearer realm=\"{realm}\"")
+            let challenge = match err.code() {
+                Some(code) => {
+                    format!("Bearer realm=\"{realm}\", error=\"{code}\", error_description=\"{}\"", err.description())
+                }
+                None => format!("Bearer realm=\"{realm}\""),
             };
             resp.headers.push(("www-authenticate", challenge));
         }
@@ -69,11 +66,17 @@ impl LocalResponse {
     }
 }
 
-fn error_body(code: &str, description: &str) -> Vec<u8> {
+/// `{"error":…,"error_description":…}`, or only the description when there
+/// is no error code (RFC 6750 §3.1, a request without credentials).
+fn error_body(code: Option<&str>, description: &str) -> Vec<u8> {
     // Codes and descriptions are our own constants, never client input;
     // serde_json still escapes them so that stays harmless if it changes.
-    let (code, description) = (json_string(code), json_string(description));
-    format!("{{\"error\":{code},\"error_description\":{description}}}").into_bytes()
+    let description = json_string(description);
+    match code {
+        Some(code) => format!("{{\"error\":{},\"error_description\":{description}}}", json_string(code)),
+        None => format!("{{\"error_description\":{description}}}"),
+    }
+    .into_bytes()
 }
 
 fn json_string(s: &str) -> String {
@@ -86,6 +89,7 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     use super::*;
+    use crate::error::InvalidClient;
 
     #[test]
     fn token_body_is_rfc6749_json() {
@@ -105,9 +109,9 @@ mod tests {
 
     #[test]
     fn basic_challenge_only_for_basic() {
-        let e = TokenError::InvalidClient { description: "d", basic: true };
+        let e = TokenError::InvalidClient { cause: InvalidClient::Failed, basic: true };
         assert_eq!(LocalResponse::token_error(e, "r").header("www-authenticate"), Some("Basic realm=\"r\""));
-        let e = TokenError::InvalidClient { description: "d", basic: false };
+        let e = TokenError::InvalidClient { cause: InvalidClient::Failed, basic: false };
         assert_eq!(LocalResponse::token_error(e, "r").header("www-authenticate"), None);
     }
 
@@ -124,13 +128,17 @@ mod tests {
 
     #[test]
     fn bearer_challenges() {
+        // RFC 6750 §3.1: no credentials, no error code, in challenge or body.
         let r = LocalResponse::bearer_error(BearerError::Missing, "api");
+        assert_eq!(r.status, 401);
         assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"api\""));
-        let r = LocalResponse::bearer_error(BearerError::InvalidToken("expired"), "api");
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body, serde_json::json!({"error_description": "a bearer access token is required"}));
+        let r = LocalResponse::bearer_error(BearerError::InvalidToken(crate::jwt::JwtError::Expired), "api");
         assert_eq!(r.status, 401);
         assert_eq!(
             r.header("www-authenticate"),
-            Some("Bearer realm=\"api\", error=\"invalid_token\", error_description=\"expired\"")
+            Some("Bearer realm=\"api\", error=\"invalid_token\", error_description=\"the access token expired\"")
         );
         let r = LocalResponse::bearer_error(BearerError::InsufficientScope, "api");
         assert_eq!(r.status, 403);

@@ -127,15 +127,48 @@ impl Stamp {
 pub const NOT_LOADED: &str = "no access profile snapshot has been loaded yet";
 pub const STALE: &str = "the access profile snapshot is older than the configured limit";
 
-/// Bound on remembered lookups (hits and misses) per worker; a flood of
-/// random kids cannot grow memory without limit.
-const VIEW_CAPACITY: usize = 65_536;
+/// What one worker may keep of the shared cache, in (estimated) heap bytes.
+/// Only profiles that exist are remembered, never a miss: a lookup key is
+/// attacker-chosen (a token's `kid`, a token request's client id), and a
+/// miss costs one shared-data read, no more than its first sighting did.
+pub const VIEW_BUDGET_BYTES: usize = 8 << 20;
 
 #[derive(Default)]
 struct View {
     generation: Option<u64>,
-    by_kid: HashMap<String, Option<Rc<Profile>>>,
-    by_client_id: HashMap<String, Option<Rc<Profile>>>,
+    by_kid: HashMap<String, Rc<Profile>>,
+    by_client_id: HashMap<String, Rc<Profile>>,
+    bytes: usize,
+}
+
+impl View {
+    /// Remembers a hit; when the budget would overflow, starts over (the
+    /// next lookups re-read shared data, as after a generation change).
+    fn remember(&mut self, by_client_id: bool, key: &str, profile: &Rc<Profile>, budget: usize) {
+        let cost = entry_bytes(key, profile);
+        if self.bytes + cost > budget {
+            self.by_kid.clear();
+            self.by_client_id.clear();
+            self.bytes = 0;
+            if cost > budget {
+                return;
+            }
+        }
+        let map = if by_client_id { &mut self.by_client_id } else { &mut self.by_kid };
+        if map.insert(key.to_owned(), Rc::clone(profile)).is_none() {
+            self.bytes += cost;
+        }
+    }
+}
+
+/// A remembered entry's heap, over-estimated: the key, the map slot and the
+/// whole profile (counted again for its second index; the estimate only has
+/// to bound, not to measure).
+fn entry_bytes(key: &str, p: &Profile) -> usize {
+    use std::mem::size_of;
+    let prefixes: usize = p.allowed_prefixes.iter().map(|x| x.len() + size_of::<String>()).sum();
+    let strings = p.id.len() + p.client_id.len() + p.kid.len() + p.token_prefix().len();
+    key.len() + size_of::<(String, Rc<Profile>)>() + 16 + size_of::<Profile>() + strings + prefixes + 32
 }
 
 /// One worker's parsed view of the shared cache, refreshed only when the
@@ -143,11 +176,21 @@ struct View {
 pub struct SharedProfiles<S> {
     store: S,
     view: RefCell<View>,
+    budget: usize,
 }
 
 impl<S: SharedStore> SharedProfiles<S> {
     pub fn new(store: S) -> Self {
-        Self { store, view: RefCell::new(View::default()) }
+        Self::with_budget(store, VIEW_BUDGET_BYTES)
+    }
+
+    pub fn with_budget(store: S, budget: usize) -> Self {
+        Self { store, view: RefCell::new(View::default()), budget }
+    }
+
+    /// The estimated bytes this worker remembers (bounded by the budget).
+    pub fn remembered_bytes(&self) -> usize {
+        self.view.borrow().bytes
     }
 
     /// Reads the stamp (one small shared-data read per request) and returns
@@ -172,35 +215,28 @@ impl<S: SharedStore> SharedProfiles<S> {
     }
 }
 
-fn remember(map: &mut HashMap<String, Option<Rc<Profile>>>, key: &str, value: Option<Rc<Profile>>) {
-    if map.len() >= VIEW_CAPACITY {
-        map.clear();
-    }
-    map.insert(key.to_owned(), value);
-}
-
 impl<S: SharedStore> ProfileLookup for SharedProfiles<S> {
     fn by_kid(&self, kid: &str) -> Option<Rc<Profile>> {
         if let Some(hit) = self.view.borrow().by_kid.get(kid) {
-            return hit.clone();
+            return Some(Rc::clone(hit));
         }
-        let loaded = self.load_kid(kid);
-        remember(&mut self.view.borrow_mut().by_kid, kid, loaded.clone());
-        loaded
+        let loaded = self.load_kid(kid)?;
+        self.view.borrow_mut().remember(false, kid, &loaded, self.budget);
+        Some(loaded)
     }
 
     fn by_client_id(&self, client_id: &str) -> Option<Rc<Profile>> {
         if let Some(hit) = self.view.borrow().by_client_id.get(client_id) {
-            return hit.clone();
+            return Some(Rc::clone(hit));
         }
         let loaded = self
             .store
             .get(&cid_key(client_id))
             .and_then(|(kid, _)| String::from_utf8(kid).ok())
             .and_then(|kid| self.by_kid(&kid))
-            .filter(|p| p.client_id == client_id);
-        remember(&mut self.view.borrow_mut().by_client_id, client_id, loaded.clone());
-        loaded
+            .filter(|p| p.client_id == client_id)?;
+        self.view.borrow_mut().remember(true, client_id, &loaded, self.budget);
+        Some(loaded)
     }
 }
 
@@ -258,6 +294,11 @@ impl Publisher {
     /// The revision the next change-feed request starts from.
     pub fn revision(&self) -> u64 {
         self.stamp.revision
+    }
+
+    /// Profiles published (valid ones; disabled ones included).
+    pub fn profile_count(&self) -> usize {
+        self.index.len()
     }
 
     /// Replaces everything with a full snapshot.
@@ -673,5 +714,35 @@ pub(crate) mod tests {
         assert!(!holds_lease(&store, 2, 4999));
         assert!(hold_lease(&store, 2, 5001, 3000), "expired: 2 takes over");
         assert!(!holds_lease(&store, 1, 5001));
+    }
+
+    #[test]
+    fn misses_are_not_remembered_and_hits_stay_within_the_byte_budget() {
+        let store = MemStore::default();
+        let records: Vec<ProfileRecord> = (1..=40).map(record).collect();
+        Publisher::default().apply_snapshot(&store, &snapshot(1, records), 0).unwrap();
+        // Issue 6 (5): 12 KB attacker-chosen client ids and kids leave nothing.
+        let view = SharedProfiles::new(store.clone());
+        view.refresh(0, None).unwrap();
+        for i in 0..200 {
+            let id = format!("{i:05}{}", "x".repeat(12_000));
+            assert!(view.by_client_id(&id).is_none());
+            assert!(view.by_kid(&id).is_none());
+        }
+        assert_eq!(view.remembered_bytes(), 0);
+        // Hits are remembered, within a budget.
+        let one = entry_bytes("client-1", &view.by_client_id("client-1").unwrap());
+        assert!(view.remembered_bytes() >= one);
+        let budget = 10 * one;
+        let small = SharedProfiles::with_budget(store.clone(), budget);
+        small.refresh(0, None).unwrap();
+        for round in 0..3 {
+            for n in 1..=40u8 {
+                let p = small.by_client_id(&format!("client-{n}")).unwrap();
+                assert_eq!(p.client_id, format!("client-{n}"), "round {round}");
+                assert!(small.by_kid(&record(n).kid).is_some());
+                assert!(small.remembered_bytes() <= budget);
+            }
+        }
     }
 }

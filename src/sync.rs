@@ -175,6 +175,17 @@ impl Poller {
         Self { me, phase: Phase::Follower, stats: SyncStats::default(), failure_logged_ms: None }
     }
 
+    /// How many profiles the published snapshot holds, if this worker is the
+    /// poller and knows (for the `profiles_loaded` gauge).
+    pub fn profiles_published(&self) -> Option<usize> {
+        match &self.phase {
+            Phase::Idle { publisher, .. } | Phase::InFlight { publisher, .. } if publisher.has_baseline => {
+                Some(publisher.profile_count())
+            }
+            _ => None,
+        }
+    }
+
     pub fn is_leader(&self) -> bool {
         !matches!(self.phase, Phase::Follower)
     }
@@ -399,8 +410,10 @@ mod tests {
         assert_eq!(a.on_tick(&store, 250, &mut quiet()), None, "one call at a time");
         // A response to a token we did not issue is ignored.
         assert_eq!(a.on_response(&store, 99, Some(200), b"{}", 300, &mut quiet()), None);
+        assert_eq!(a.profiles_published(), None, "no snapshot yet");
         let next = a.on_response(&store, 7, Some(200), &snapshot_body(4, 2), 300, &mut quiet());
         assert_eq!(next, Some(Request::Changes { since: 4 }));
+        assert_eq!((a.profiles_published(), b.profiles_published()), (Some(2), None));
         assert_eq!(Request::Changes { since: 4 }.path(25), "/data/v1/changes?since=4&wait=25");
         let view = SharedProfiles::new(store.clone());
         view.refresh(0, None).unwrap();
@@ -424,6 +437,7 @@ mod tests {
         assert_eq!(a.on_tick(&store, 1600, &mut quiet()), Some(Request::Changes { since: 1 }));
         let view = SharedProfiles::new(store.clone());
         assert!(view.refresh(0, None).is_ok(), "the last snapshot stays");
+        assert_eq!(a.profiles_published(), Some(1), "the count survives a failure");
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! The token endpoint's decision: given parsed credentials and the profile
 //! set, mint a token or refuse.
 
-use crate::error::TokenError;
+use crate::error::{InvalidClient, TokenError};
 use crate::jwt;
-use crate::profile::ProfileLookup;
+use crate::profile::{ProfileLookup, MAX_CLIENT_ID_LEN};
 use crate::token_request::ClientCredentials;
 
 /// Authenticates the client and mints its token.
@@ -14,7 +14,12 @@ pub fn issue(
     lifetime: u64,
     jti: &[u8; 16],
 ) -> Result<String, TokenError> {
-    let refused = TokenError::InvalidClient { description: "client authentication failed", basic: creds.basic };
+    let refused = TokenError::InvalidClient { cause: InvalidClient::Failed, basic: creds.basic };
+    // No profile has a longer id: refused without a lookup, so an attacker's
+    // long ids cost neither a shared-data read nor a key in memory.
+    if creds.client_id.len() > MAX_CLIENT_ID_LEN {
+        return Err(refused);
+    }
     let profile = match set.by_client_id(&creds.client_id) {
         Some(p) => p,
         None => return Err(refused),
@@ -57,7 +62,31 @@ mod tests {
         basic.basic = true;
         assert_eq!(
             issue(&basic, &set, 10, 3600, &[0; 16]),
-            Err(TokenError::InvalidClient { description: "client authentication failed", basic: true })
+            Err(TokenError::InvalidClient { cause: InvalidClient::Failed, basic: true })
         );
+    }
+
+    /// Counts lookups, to prove an overlong client id never reaches one.
+    struct Counting(ProfileSet, std::cell::Cell<usize>);
+
+    impl ProfileLookup for Counting {
+        fn by_kid(&self, kid: &str) -> Option<std::rc::Rc<crate::profile::Profile>> {
+            self.0.by_kid(kid)
+        }
+        fn by_client_id(&self, id: &str) -> Option<std::rc::Rc<crate::profile::Profile>> {
+            self.1.set(self.1.get() + 1);
+            self.0.by_client_id(id)
+        }
+    }
+
+    #[test]
+    fn overlong_client_ids_are_refused_without_a_lookup() {
+        let set = Counting(ProfileSet::from_records(&[record(1)]).unwrap(), Default::default());
+        for (len, lookups) in [(MAX_CLIENT_ID_LEN + 1, 0), (12_000, 0), (MAX_CLIENT_ID_LEN, 1)] {
+            set.1.set(0);
+            let c = creds(&"x".repeat(len), "secret-1");
+            assert!(matches!(issue(&c, &set, 10, 3600, &[0; 16]), Err(TokenError::InvalidClient { .. })));
+            assert_eq!(set.1.get(), lookups, "{len}");
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! client authentication (§2.3.1) out of method, URI, headers and body.
 
 use crate::b64;
-use crate::error::TokenError;
+use crate::error::{InvalidClient, InvalidRequest, TokenError};
 use crate::media_type::{self, BodyFormat};
 use crate::params::{self, Params};
 use crate::path;
@@ -26,8 +26,12 @@ pub struct ClientCredentials {
     pub basic: bool,
 }
 
-const fn bad(d: &'static str) -> TokenError {
-    TokenError::InvalidRequest(d)
+const fn bad(cause: InvalidRequest) -> TokenError {
+    TokenError::InvalidRequest(cause)
+}
+
+fn bad_body(e: params::ParamsError) -> TokenError {
+    bad(InvalidRequest::Body(e))
 }
 
 /// Checks that need only the headers, so a bad request is answered before
@@ -37,21 +41,20 @@ pub fn check_head(head: &RequestHead) -> Result<BodyFormat, TokenError> {
         return Err(TokenError::MethodNotAllowed);
     }
     if let Some(q) = path::query(head.path) {
-        let query = params::parse_form(q.as_bytes()).map_err(|_| bad("the query string is malformed"))?;
+        let query = params::parse_form(q.as_bytes()).map_err(|_| bad(InvalidRequest::QueryMalformed))?;
         if query.contains("client_secret") || query.contains("client_id") {
-            return Err(bad("client credentials must not be sent in the query string"));
+            return Err(bad(InvalidRequest::CredentialsInQuery));
         }
     }
-    let ct = head.content_type.ok_or(bad("the Content-Type header is required"))?;
-    media_type::parse(ct).map_err(|e| bad(e.description()))
+    let ct = head.content_type.ok_or(bad(InvalidRequest::ContentTypeMissing))?;
+    media_type::parse(ct).map_err(|e| bad(InvalidRequest::ContentType(e)))
 }
 
 /// Parses the whole request. `check_head` must have passed.
 pub fn parse(head: &RequestHead, format: &BodyFormat, body: &[u8]) -> Result<ClientCredentials, TokenError> {
-    let params = params::parse(format, body).map_err(|e| bad(e.description()))?;
-    let get = |name| params.get(name).map_err(|e| bad(e.description()));
-    match get("grant_type")? {
-        None => return Err(bad("the grant_type parameter is required")),
+    let params = params::parse(format, body).map_err(bad_body)?;
+    match params.get("grant_type").map_err(bad_body)? {
+        None => return Err(bad(InvalidRequest::GrantTypeMissing)),
         Some("client_credentials") => {}
         Some(_) => return Err(TokenError::UnsupportedGrantType),
     }
@@ -59,19 +62,16 @@ pub fn parse(head: &RequestHead, format: &BodyFormat, body: &[u8]) -> Result<Cli
 }
 
 fn client_authentication(authorization: Option<&str>, params: &Params) -> Result<ClientCredentials, TokenError> {
-    let body_id = params.get("client_id").map_err(|e| bad(e.description()))?;
-    let body_secret = params.get("client_secret").map_err(|e| bad(e.description()))?;
+    let body_id = params.get("client_id").map_err(bad_body)?;
+    let body_secret = params.get("client_secret").map_err(bad_body)?;
     match authorization {
         Some(auth) => {
             let (scheme, rest) = auth.trim().split_once(' ').unwrap_or((auth.trim(), ""));
             if !scheme.eq_ignore_ascii_case("basic") {
-                return Err(TokenError::InvalidClient {
-                    description: "the token endpoint accepts only HTTP Basic client authentication",
-                    basic: false,
-                });
+                return Err(TokenError::InvalidClient { cause: InvalidClient::NotBasic, basic: false });
             }
             if body_id.is_some() || body_secret.is_some() {
-                return Err(bad("use only one client authentication method: Basic or the request body"));
+                return Err(bad(InvalidRequest::TwoAuthenticationMethods));
             }
             let (client_id, client_secret) = decode_basic(rest.trim())?;
             Ok(ClientCredentials { client_id, client_secret, basic: true })
@@ -80,20 +80,20 @@ fn client_authentication(authorization: Option<&str>, params: &Params) -> Result
             (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => {
                 Ok(ClientCredentials { client_id: id.to_owned(), client_secret: secret.to_owned(), basic: false })
             }
-            _ => Err(TokenError::InvalidClient { description: "client credentials are required", basic: false }),
+            _ => Err(TokenError::InvalidClient { cause: InvalidClient::NoCredentials, basic: false }),
         },
     }
 }
 
 /// RFC 6749 §2.3.1: `base64(urlencode(id) ":" urlencode(secret))`.
 fn decode_basic(encoded: &str) -> Result<(String, String), TokenError> {
-    const MALFORMED: TokenError = TokenError::InvalidRequest("the Basic credentials are malformed");
+    const MALFORMED: TokenError = TokenError::InvalidRequest(InvalidRequest::BasicMalformed);
     let raw = b64::std_decode_lenient(encoded.as_bytes()).ok_or(MALFORMED)?;
     let colon = raw.iter().position(|b| *b == b':').ok_or(MALFORMED)?;
     let id = params::form_decode(&raw[..colon]).ok_or(MALFORMED)?;
     let secret = params::form_decode(&raw[colon + 1..]).ok_or(MALFORMED)?;
     if id.is_empty() || secret.is_empty() {
-        return Err(TokenError::InvalidClient { description: "client credentials are required", basic: true });
+        return Err(TokenError::InvalidClient { cause: InvalidClient::NoCredentials, basic: true });
     }
     Ok((id, secret))
 }
@@ -142,11 +142,14 @@ mod tests {
         let mut h = head(Some(FORM), None);
         h.method = "GET";
         assert_eq!(check_head(&h), Err(TokenError::MethodNotAllowed));
-        assert!(matches!(check_head(&head(None, None)), Err(TokenError::InvalidRequest(_))));
-        assert!(matches!(check_head(&head(Some("text/plain"), None)), Err(TokenError::InvalidRequest(_))));
+        assert_eq!(check_head(&head(None, None)), Err(bad(InvalidRequest::ContentTypeMissing)));
+        assert_eq!(
+            check_head(&head(Some("text/plain"), None)),
+            Err(bad(InvalidRequest::ContentType(crate::media_type::MediaTypeError::Unsupported)))
+        );
         let mut h = head(Some(FORM), None);
         h.path = "/oauth2/token?client_secret=x";
-        assert!(matches!(check_head(&h), Err(TokenError::InvalidRequest(d)) if d.contains("query")));
+        assert_eq!(check_head(&h), Err(bad(InvalidRequest::CredentialsInQuery)));
         h.path = "/oauth2/token?foo=bar";
         assert!(check_head(&h).is_ok());
     }
@@ -154,14 +157,12 @@ mod tests {
     #[test]
     fn body_errors() {
         let h = head(Some(FORM), None);
-        assert!(
-            matches!(run(h, "client_id=i&client_secret=s"), Err(TokenError::InvalidRequest(d)) if d.contains("grant_type"))
-        );
+        assert_eq!(run(h, "client_id=i&client_secret=s"), Err(bad(InvalidRequest::GrantTypeMissing)));
         assert_eq!(run(h, "grant_type=password&client_id=i&client_secret=s"), Err(TokenError::UnsupportedGrantType));
-        assert!(matches!(
+        assert_eq!(
             run(h, "grant_type=client_credentials&grant_type=client_credentials"),
-            Err(TokenError::InvalidRequest(_))
-        ));
+            Err(bad_body(params::ParamsError::Repeated))
+        );
         assert!(matches!(run(h, "grant_type=client_credentials"), Err(TokenError::InvalidClient { basic: false, .. })));
         assert!(matches!(run(h, "grant_type=client_credentials&client_id=i"), Err(TokenError::InvalidClient { .. })));
         assert!(matches!(
@@ -174,12 +175,13 @@ mod tests {
     fn auth_errors() {
         let auth = basic("i", "s");
         let h = head(Some(FORM), Some(&auth));
-        assert!(
-            matches!(run(h, "grant_type=client_credentials&client_secret=s"), Err(TokenError::InvalidRequest(d)) if d.contains("one client authentication"))
+        assert_eq!(
+            run(h, "grant_type=client_credentials&client_secret=s"),
+            Err(bad(InvalidRequest::TwoAuthenticationMethods))
         );
         assert!(matches!(run(h, "grant_type=client_credentials&client_id=i"), Err(TokenError::InvalidRequest(_))));
         let h = head(Some(FORM), Some("Basic !!!"));
-        assert!(matches!(run(h, "grant_type=client_credentials"), Err(TokenError::InvalidRequest(_))));
+        assert_eq!(run(h, "grant_type=client_credentials"), Err(bad(InvalidRequest::BasicMalformed)));
         let nocolon = format!("Basic {}", b64::std_encode(b"nocolon"));
         assert!(matches!(
             run(head(Some(FORM), Some(&nocolon)), "grant_type=client_credentials"),
@@ -191,6 +193,26 @@ mod tests {
             Err(TokenError::InvalidClient { basic: true, .. })
         ));
         let h = head(Some(FORM), Some("Bearer abc"));
-        assert!(matches!(run(h, "grant_type=client_credentials"), Err(TokenError::InvalidClient { basic: false, .. })));
+        assert_eq!(
+            run(h, "grant_type=client_credentials"),
+            Err(TokenError::InvalidClient { cause: InvalidClient::NotBasic, basic: false })
+        );
+    }
+
+    #[test]
+    fn multipart_smuggled_secret_is_no_secret() {
+        // Issue 6 (4b): per RFC 7578 the request has no client_secret.
+        let ct = "multipart/form-data; boundary=B";
+        let body = crate::params::tests::smuggling_body("B");
+        assert_eq!(
+            run(head(Some(ct), None), &body),
+            Err(TokenError::InvalidClient { cause: InvalidClient::NoCredentials, basic: false })
+        );
+        // Issue 6 (4c): two boundaries, two readings.
+        let two = "multipart/form-data; boundary=B; boundary=C";
+        assert_eq!(
+            run(head(Some(two), None), &body),
+            Err(bad(InvalidRequest::ContentType(crate::media_type::MediaTypeError::RepeatedParameter)))
+        );
     }
 }

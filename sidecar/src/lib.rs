@@ -1,7 +1,8 @@
 //! Tollgate sidecar: owns the access profiles of the Tollgate OAuth 2.0
 //! client-credentials gateway and feeds them to the Envoy proxy-wasm filter.
 //!
-//! * [`store`] — the SQLite store (profiles, tombstones, revision counter).
+//! * [`store`] — the profile store interface and its engines: SQLite (the
+//!   default) and PostgreSQL (fleets of sidecars on one database).
 //! * [`keyring`] — the key file's key, and signing keys sealed with it.
 //! * [`permissions`] — the store's files private to the sidecar's user.
 //! * [`server`] — the HTTP admin API, data API and health endpoints.

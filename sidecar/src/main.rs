@@ -2,7 +2,8 @@
 //! (`profile …`, `token generate`).
 //!
 //! Exit codes: 0 success, 1 operational failure (e.g. the database cannot be
-//! opened), 2 bad input or usage, 3 profile not found.
+//! opened or is unavailable), 2 bad input or usage, 3 profile not found,
+//! 4 conflict (`--if-revision` did not match).
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -12,14 +13,14 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
 use tollgate_sidecar::auth::{load_token, ApiTokenError, ADMIN_TOKEN, DATA_TOKEN};
-use tollgate_sidecar::keyring::default_key_file;
 use tollgate_sidecar::server::{self, ServeConfig, ServeError};
-use tollgate_sidecar::store::{random_hex, Store, StoreError, DEFAULT_DB_PATH};
+use tollgate_sidecar::store::{random_hex, StoreError, StoreSpec, DEFAULT_DB_PATH};
 use tollgate_sidecar::views;
 
 const EXIT_FAILURE: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_NOT_FOUND: u8 = 3;
+const EXIT_CONFLICT: u8 = 4;
 
 #[derive(Parser, Debug)]
 #[command(name = "tollgate-sidecar", version, about = "Access-profile store and feed for the Tollgate Envoy filter")]
@@ -50,16 +51,28 @@ struct DbArg {
         value_name = "PATH"
     )]
     db: PathBuf,
+    /// The store: a SQLite file path (as --db) or a PostgreSQL URL
+    /// (postgres://user@host:port/dbname); overrides --db.
+    #[arg(long, env = "TOLLGATE_STORE", global = true, value_name = "PATH|URL")]
+    store: Option<String>,
     /// Key file the signing keys are sealed with (default: beside the
-    /// database, e.g. var/tollgate.key). Created, 0600, only for a database
-    /// that holds no sealed key yet.
+    /// database, e.g. var/tollgate.key; with PostgreSQL var/tollgate.key,
+    /// which every sidecar of the fleet must share). Created, 0600, only
+    /// for a store that holds no sealed key yet.
     #[arg(long, env = "TOLLGATE_KEY_FILE", global = true, value_name = "PATH")]
     key_file: Option<PathBuf>,
 }
 
 impl DbArg {
+    fn spec(&self) -> StoreSpec {
+        match &self.store {
+            Some(text) => StoreSpec::parse(text),
+            None => StoreSpec::Sqlite(self.db.clone()),
+        }
+    }
+
     fn key_file(&self) -> PathBuf {
-        self.key_file.clone().unwrap_or_else(|| default_key_file(&self.db))
+        self.key_file.clone().unwrap_or_else(|| self.spec().default_key_file())
     }
 }
 
@@ -76,6 +89,10 @@ struct ServeArgs {
     /// File holding the data API token (else $TOLLGATE_DATA_TOKEN).
     #[arg(long, value_name = "PATH")]
     data_token_file: Option<PathBuf>,
+    /// How often to poll the store revision for changes made elsewhere
+    /// (default 100 ms on SQLite; on PostgreSQL a 5000 ms backstop to LISTEN).
+    #[arg(long, env = "TOLLGATE_POLL_MS", value_name = "MS", value_parser = clap::value_parser!(u64).range(10..))]
+    poll_ms: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -108,21 +125,33 @@ enum ProfileCommand {
     Rotate {
         /// Profile id or client_id.
         id: String,
+        /// Refuse (exit 4) unless the profile is still at this revision.
+        #[arg(long, value_name = "REV")]
+        if_revision: Option<u64>,
     },
     /// Disable a profile.
     Disable {
         /// Profile id or client_id.
         id: String,
+        /// Refuse (exit 4) unless the profile is still at this revision.
+        #[arg(long, value_name = "REV")]
+        if_revision: Option<u64>,
     },
     /// Enable a profile.
     Enable {
         /// Profile id or client_id.
         id: String,
+        /// Refuse (exit 4) unless the profile is still at this revision.
+        #[arg(long, value_name = "REV")]
+        if_revision: Option<u64>,
     },
     /// Delete a profile.
     Delete {
         /// Profile id or client_id.
         id: String,
+        /// Refuse (exit 4) unless the profile is still at this revision.
+        #[arg(long, value_name = "REV")]
+        if_revision: Option<u64>,
     },
     /// Replace a profile's allowed prefixes.
     SetPrefixes {
@@ -131,6 +160,9 @@ enum ProfileCommand {
         /// Allowed path prefix (repeatable).
         #[arg(long = "allow", value_name = "PREFIX", required = true)]
         allow: Vec<String>,
+        /// Refuse (exit 4) unless the profile is still at this revision.
+        #[arg(long, value_name = "REV")]
+        if_revision: Option<u64>,
     },
 }
 
@@ -158,6 +190,8 @@ impl From<StoreError> for Failure {
             EXIT_USAGE
         } else if e.is_not_found() {
             EXIT_NOT_FOUND
+        } else if e.is_conflict() {
+            EXIT_CONFLICT
         } else {
             EXIT_FAILURE
         };
@@ -247,15 +281,22 @@ fn run(cli: Cli) -> Result<(), Failure> {
 fn serve(args: ServeArgs) -> Result<(), Failure> {
     let admin_token = load_token(ADMIN_TOKEN, args.admin_token_file.as_deref())?;
     let data_token = load_token(DATA_TOKEN, args.data_token_file.as_deref())?;
-    let key_file = args.db.key_file();
-    server::run(ServeConfig { db: args.db.db, key_file, listen: args.listen, admin_token, data_token })?;
+    server::run(ServeConfig {
+        store: args.db.spec(),
+        key_file: args.db.key_file(),
+        poll_interval: args.poll_ms.map(std::time::Duration::from_millis),
+        listen: args.listen,
+        admin_token,
+        data_token,
+    })?;
     Ok(())
 }
 
 fn profile(args: ProfileArgs) -> Result<(), Failure> {
-    let mut store = Store::open(&args.db.db, args.db.key_file()).map_err(|e| {
+    let spec = args.db.spec();
+    let mut store = spec.open(&args.db.key_file()).map_err(|e| {
         let f = Failure::from(e);
-        Failure::new(EXIT_FAILURE, format!("cannot open database {}: {}", args.db.db.display(), f.message))
+        Failure::new(EXIT_FAILURE, format!("cannot open database {}: {}", spec.describe(), f.message))
     })?;
     for exposure in store.exposures() {
         let _ = writeln!(std::io::stderr().lock(), "warning: {}", one_line(&exposure.to_string()));
@@ -273,24 +314,24 @@ fn profile(args: ProfileArgs) -> Result<(), Failure> {
             let p = store.get(&id)?;
             print_json(&views::ProfileEnvelope::new(&p))
         }
-        ProfileCommand::Rotate { id } => {
-            let rotated = store.rotate(&id)?;
+        ProfileCommand::Rotate { id, if_revision } => {
+            let rotated = store.rotate(&id, if_revision)?;
             print_json(&views::CliSecretEnvelope::new(&rotated))
         }
-        ProfileCommand::Disable { id } => {
-            let p = store.disable(&id)?;
+        ProfileCommand::Disable { id, if_revision } => {
+            let p = store.set_enabled(&id, false, if_revision)?;
             print_json(&views::ProfileEnvelope::new(&p))
         }
-        ProfileCommand::Enable { id } => {
-            let p = store.enable(&id)?;
+        ProfileCommand::Enable { id, if_revision } => {
+            let p = store.set_enabled(&id, true, if_revision)?;
             print_json(&views::ProfileEnvelope::new(&p))
         }
-        ProfileCommand::Delete { id } => {
-            let deleted = store.delete(&id)?;
+        ProfileCommand::Delete { id, if_revision } => {
+            let deleted = store.delete(&id, if_revision)?;
             print_json(&views::Deleted { deleted: &deleted })
         }
-        ProfileCommand::SetPrefixes { id, allow } => {
-            let p = store.set_prefixes(&id, &allow)?;
+        ProfileCommand::SetPrefixes { id, allow, if_revision } => {
+            let p = store.set_prefixes(&id, &allow, if_revision)?;
             print_json(&views::ProfileEnvelope::new(&p))
         }
     }

@@ -1,11 +1,13 @@
 //! The HTTP server: admin API, data API (snapshot + long-poll change feed)
 //! and health endpoints.
 //!
-//! SQLite work runs on tokio's blocking pool behind one `Mutex<Store>`. A
-//! `watch` channel carries the current store revision: admin mutations
-//! publish their new revision at once, and a background task polls the
-//! database every 100 ms so writes made by other processes (the CLI) also
-//! wake long-polls.
+//! Store work runs on tokio's blocking pool behind one `Mutex` around the
+//! store. A `watch` channel carries the current store revision: admin
+//! mutations publish their new revision at once; writes made elsewhere (the
+//! CLI, other sidecars sharing a PostgreSQL store) arrive by `LISTEN` on
+//! PostgreSQL, and a background poll of the revision (every 100 ms on
+//! SQLite, a slow backstop on PostgreSQL) catches anything else. Every
+//! waiting long-poll wakes on a new revision.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -26,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::auth::{bearer_token, TokenDigest};
-use crate::store::{Store, StoreError};
+use crate::store::{postgres, ProfileStore, StoreError, StoreSpec};
 use crate::views;
 
 /// Largest accepted request body.
@@ -35,18 +37,25 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub const DEFAULT_WAIT_SECS: u64 = 25;
 /// Longest long-poll wait, in seconds.
 pub const MAX_WAIT_SECS: u64 = 55;
-/// How often the database is polled for writes made by other processes.
+/// How often a SQLite database is polled for writes made by other processes.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How often a PostgreSQL store's revision is polled as a backstop to
+/// `LISTEN` (a notification lost with a connection is caught up on
+/// reconnect; this covers anything else).
+pub const PG_BACKSTOP_INTERVAL: Duration = Duration::from_secs(5);
 /// How long `/readyz` waits for the database.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Everything `serve` needs.
 #[derive(Debug)]
 pub struct ServeConfig {
-    /// SQLite file.
-    pub db: PathBuf,
+    /// The store: a SQLite file or a PostgreSQL URL.
+    pub store: StoreSpec,
     /// The key file the signing keys are sealed with.
     pub key_file: PathBuf,
+    /// How often the store revision is polled; `None` for the engine's
+    /// default ([`POLL_INTERVAL`], [`PG_BACKSTOP_INTERVAL`]).
+    pub poll_interval: Option<Duration>,
     /// Address to bind, e.g. `127.0.0.1:8081` (port 0 picks a free port).
     pub listen: String,
     /// Admin API bearer token.
@@ -82,6 +91,8 @@ macro_rules! log {
     ($($arg:tt)*) => { $crate::server::log_line(format_args!($($arg)*)) };
 }
 
+type Store = Box<dyn ProfileStore>;
+
 struct AppState {
     store: Arc<Mutex<Store>>,
     admin_token: TokenDigest,
@@ -97,22 +108,27 @@ pub fn run(config: ServeConfig) -> Result<(), ServeError> {
     if config.admin_token == config.data_token {
         return Err(ServeError::SameTokens);
     }
-    let store = Store::open(&config.db, &config.key_file)
-        .map_err(|source| ServeError::Db { path: config.db.display().to_string(), source })?;
+    // Opened and first read outside the runtime: the PostgreSQL driver
+    // blocks, which only the blocking pool may do once the runtime runs.
+    let mut store = config
+        .store
+        .open(&config.key_file)
+        .map_err(|source| ServeError::Db { path: config.store.describe(), source })?;
     for exposure in store.exposures() {
         log!("warning: {exposure}");
     }
+    let initial_revision =
+        store.revision().map_err(|source| ServeError::Db { path: config.store.describe(), source })?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(8)
         .build()
         .map_err(ServeError::Runtime)?;
-    runtime.block_on(serve(config, store))
+    runtime.block_on(serve(config, store, initial_revision))
 }
 
-async fn serve(config: ServeConfig, store: Store) -> Result<(), ServeError> {
-    let initial_revision =
-        store.revision().map_err(|source| ServeError::Db { path: config.db.display().to_string(), source })?;
+async fn serve(config: ServeConfig, store: Store, initial_revision: u64) -> Result<(), ServeError> {
+    let described = store.describe();
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|source| ServeError::Bind { addr: config.listen.clone(), source })?;
@@ -128,7 +144,16 @@ async fn serve(config: ServeConfig, store: Store) -> Result<(), ServeError> {
         shutdown: shutdown_rx.clone(),
     });
 
-    let poller = tokio::spawn(poll_revision(state.clone(), shutdown_rx.clone()));
+    let (interval, change_listener) = match &config.store {
+        StoreSpec::Sqlite(_) => (config.poll_interval.unwrap_or(POLL_INTERVAL), None),
+        StoreSpec::Postgres(url) => {
+            let pg = postgres::parse_config(url)
+                .map_err(|source| ServeError::Db { path: config.store.describe(), source })?;
+            let handle = spawn_listener(pg, state.clone(), shutdown_rx.clone()).map_err(ServeError::Runtime)?;
+            (config.poll_interval.unwrap_or(PG_BACKSTOP_INTERVAL), Some(handle))
+        }
+    };
+    let poller = tokio::spawn(poll_revision(state.clone(), shutdown_rx.clone(), interval));
     tokio::spawn(wait_for_signal(shutdown_tx));
 
     {
@@ -136,7 +161,7 @@ async fn serve(config: ServeConfig, store: Store) -> Result<(), ServeError> {
         writeln!(out, "tollgate-sidecar listening on http://{addr}").map_err(ServeError::Stdout)?;
         out.flush().map_err(ServeError::Stdout)?;
     }
-    log!("serving {} at revision {initial_revision}", config.db.display());
+    log!("serving {described} at revision {initial_revision}");
 
     let app = router(state.clone());
     let mut graceful = shutdown_rx;
@@ -147,11 +172,15 @@ async fn serve(config: ServeConfig, store: Store) -> Result<(), ServeError> {
         .await;
 
     let _ = poller.await;
+    if let Some(handle) = change_listener {
+        // It holds the state; it notices the shutdown within a tick.
+        let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+    }
     let store = Arc::clone(&state.store);
     drop(state);
     if let Ok(mutex) = Arc::try_unwrap(store) {
         let store = mutex.into_inner().unwrap_or_else(PoisonError::into_inner);
-        if let Err(e) = store.close() {
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.close()).await {
             log!("closing the database failed: {e}");
         }
     }
@@ -184,10 +213,41 @@ async fn wait_for_signal(shutdown: watch::Sender<bool>) {
     let _ = shutdown.send(true);
 }
 
-/// Publishes the database revision every [`POLL_INTERVAL`], so writes by
-/// other processes wake long-polls.
-async fn poll_revision(state: SharedState, mut shutdown: watch::Receiver<bool>) {
-    let mut ticker = tokio::time::interval(POLL_INTERVAL);
+/// Follows a PostgreSQL store's notifications on a thread of its own (the
+/// driver blocks), publishing every revision it hears of.
+fn spawn_listener(
+    config: ::postgres::Config,
+    state: SharedState,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("pg-listen".into()).spawn(move || {
+        let mut lost = false;
+        postgres::listen(
+            &config,
+            |event| match event {
+                postgres::ListenEvent::Connected => {
+                    if lost {
+                        log!("listening for store changes again; catching up");
+                        lost = false;
+                    }
+                }
+                postgres::ListenEvent::Revision(rev) => publish(&state, rev),
+                postgres::ListenEvent::Lost(e) => {
+                    if !lost {
+                        log!("store change listener lost its connection, retrying: {e}");
+                        lost = true;
+                    }
+                }
+            },
+            || *shutdown.borrow(),
+        );
+    })
+}
+
+/// Publishes the database revision every `interval`, so writes by other
+/// processes wake long-polls even without a notification.
+async fn poll_revision(state: SharedState, mut shutdown: watch::Receiver<bool>, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     loop {
@@ -276,6 +336,14 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or invalid bearer token")
     }
 
+    fn unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the profile store is unavailable; nothing was changed, retry later",
+        )
+    }
+
     fn internal() -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
     }
@@ -294,6 +362,9 @@ impl IntoResponse for ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         response
     }
 }
@@ -304,6 +375,11 @@ impl From<StoreError> for ApiError {
             ApiError::invalid(e.to_string())
         } else if e.is_not_found() {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
+        } else if e.is_conflict() {
+            ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+        } else if e.is_unavailable() {
+            log!("store unavailable: {e}");
+            ApiError::unavailable()
         } else {
             log!("store error: {e}");
             ApiError::internal()
@@ -371,6 +447,27 @@ impl FromRequestParts<SharedState> for DataAuth {
 
     async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, Self::Rejection> {
         check_bearer(parts, &state.data_token).map(|()| DataAuth)
+    }
+}
+
+/// The optional `If-Match: "<revision>"` of an admin mutation: the profile
+/// revision its author last saw. A mismatch is refused with 409, so of two
+/// admins editing the same profile the second learns it instead of
+/// silently overwriting the first.
+struct IfRevision(Option<u64>);
+
+impl FromRequestParts<SharedState> for IfRevision {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &SharedState) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get(header::IF_MATCH) else {
+            return Ok(IfRevision(None));
+        };
+        let text = value.to_str().unwrap_or_default().trim();
+        let text = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(text);
+        text.parse::<u64>()
+            .map(|rev| IfRevision(Some(rev)))
+            .map_err(|_| ApiError::invalid("If-Match must be a profile revision, e.g. If-Match: \"7\""))
     }
 }
 
@@ -504,53 +601,58 @@ async fn admin_show(
 
 async fn admin_rotate(
     _: AdminAuth,
+    IfRevision(if_revision): IfRevision,
     State(state): State<SharedState>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = path_id(id)?;
-    let rotated = mutate(&state, move |s| s.rotate(&id)).await?;
+    let rotated = mutate(&state, move |s| s.rotate(&id, if_revision)).await?;
     Ok(json(StatusCode::OK, &views::SecretEnvelope::new(&rotated)))
 }
 
 async fn admin_disable(
     _: AdminAuth,
+    IfRevision(if_revision): IfRevision,
     State(state): State<SharedState>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = path_id(id)?;
-    let profile = mutate(&state, move |s| s.disable(&id)).await?;
+    let profile = mutate(&state, move |s| s.set_enabled(&id, false, if_revision)).await?;
     Ok(json(StatusCode::OK, &views::ProfileEnvelope::new(&profile)))
 }
 
 async fn admin_enable(
     _: AdminAuth,
+    IfRevision(if_revision): IfRevision,
     State(state): State<SharedState>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = path_id(id)?;
-    let profile = mutate(&state, move |s| s.enable(&id)).await?;
+    let profile = mutate(&state, move |s| s.set_enabled(&id, true, if_revision)).await?;
     Ok(json(StatusCode::OK, &views::ProfileEnvelope::new(&profile)))
 }
 
 async fn admin_set_prefixes(
     _: AdminAuth,
+    IfRevision(if_revision): IfRevision,
     State(state): State<SharedState>,
     id: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let id = path_id(id)?;
     let body: PrefixesBody = parse_body(body)?;
-    let profile = mutate(&state, move |s| s.set_prefixes(&id, &body.allowed_prefixes)).await?;
+    let profile = mutate(&state, move |s| s.set_prefixes(&id, &body.allowed_prefixes, if_revision)).await?;
     Ok(json(StatusCode::OK, &views::ProfileEnvelope::new(&profile)))
 }
 
 async fn admin_delete(
     _: AdminAuth,
+    IfRevision(if_revision): IfRevision,
     State(state): State<SharedState>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = path_id(id)?;
-    let deleted = mutate(&state, move |s| s.delete(&id)).await?;
+    let deleted = mutate(&state, move |s| s.delete(&id, if_revision)).await?;
     Ok(json(StatusCode::OK, &views::Deleted { deleted: &deleted }))
 }
 
@@ -637,6 +739,12 @@ async fn data_changes(
                 }
             }
             _ = tokio::time::sleep_until(deadline) => {
+                // Read again rather than answer from before the wait: an
+                // empty 200 tells the proxy its snapshot is current, which
+                // must not be claimed by a sidecar that lost its store
+                // meanwhile (it answers 503, and the proxy's snapshot ages).
+                let view =
+                    with_store(&state, move |s| Ok(views::data_changes(&s.changes_since(since)?, s.keyring()))).await?;
                 return answer(view);
             }
         }

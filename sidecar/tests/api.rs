@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::{request, request_raw, temp_db, Server, ADMIN, DATA};
 use serde_json::{json, Value};
+use tollgate_sidecar::store::ProfileStore;
 
 const ADMIN_PROFILE_KEYS: &[&str] =
     &["allowed_prefixes", "client_id", "created_at", "enabled", "id", "kid", "name", "revision", "rotated_at"];
@@ -410,7 +411,8 @@ fn graceful_shutdown_wakes_long_polls_and_exits_zero() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json(), json!({"version": 1, "revision": 1, "reset": false, "changes": []}));
     // The database is closed cleanly and intact.
-    let store = tollgate_sidecar::store::Store::open(&db, tollgate_sidecar::keyring::default_key_file(&db)).unwrap();
+    let mut store =
+        tollgate_sidecar::store::SqliteStore::open(&db, tollgate_sidecar::keyring::default_key_file(&db)).unwrap();
     assert_eq!(store.integrity_check().unwrap(), "ok");
     assert_eq!(store.revision().unwrap(), 1);
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{cli, request, temp_db, Server, ADMIN};
 use serde_json::{json, Value};
-use tollgate_sidecar::store::Store;
+use tollgate_sidecar::store::{ProfileStore, SqliteStore};
 
 const API_WRITERS: usize = 3;
 /// Acknowledged API writes before the kill.
@@ -143,7 +143,7 @@ fn sigkill_during_write_burst_loses_nothing_acknowledged() {
 
     // The database opens, is intact and consistent.
     {
-        let store = Store::open(&db, tollgate_sidecar::keyring::default_key_file(&db)).unwrap();
+        let mut store = SqliteStore::open(&db, tollgate_sidecar::keyring::default_key_file(&db)).unwrap();
         assert_eq!(store.integrity_check().unwrap(), "ok");
         let revision = store.revision().unwrap();
         assert!(revision >= acked.max_revision);
@@ -156,7 +156,7 @@ fn sigkill_during_write_burst_loses_nothing_acknowledged() {
             let stored: u64 = p.allowed_prefixes[0].trim_matches('/').split('/').nth(1).unwrap().parse().unwrap();
             assert!(stored >= *counter, "writer {w}: stored prefix {stored} older than acked {counter}");
         }
-        store.close().unwrap();
+        Box::new(store).close().unwrap();
     }
     {
         let conn = rusqlite::Connection::open(&db).unwrap();

@@ -3,25 +3,39 @@
 
 use std::rc::Rc;
 
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
+use proxy_wasm::types::{Action, LogLevel};
 
+use super::abi;
 use super::root::Worker;
 use super::{log, now_secs};
 use crate::flow::{self, RequestFlow, RequestHost};
+use crate::metrics::Outcome;
 use crate::profile::ProfileLookup;
 use crate::response::LocalResponse;
 use crate::shared::SharedStore;
 
 pub(crate) struct Http {
-    worker: Rc<Worker>,
+    /// `None` when the plugin has no valid configuration: the SDK aborts the
+    /// VM if the root declines to create a context, so one is created and
+    /// refuses the request instead (fail closed).
+    worker: Option<Rc<Worker>>,
     flow: RequestFlow,
+    refused: bool,
 }
 
 impl Http {
-    pub(crate) fn new(worker: Rc<Worker>) -> Self {
-        Self { worker, flow: RequestFlow::default() }
+    pub(crate) fn new(worker: Option<Rc<Worker>>) -> Self {
+        Self { worker, flow: RequestFlow::default(), refused: false }
+    }
+
+    fn unconfigured(&mut self) -> Action {
+        if !self.refused {
+            self.refused = true;
+            let e = crate::error::BearerError::Unavailable("the filter has no valid configuration");
+            Host::send(LocalResponse::bearer_error(e, "tollgate"));
+        }
+        Action::Pause
     }
 }
 
@@ -30,29 +44,37 @@ struct Host<'a> {
     worker: &'a Worker,
 }
 
-impl RequestHost for Host<'_> {
-    fn request_header(&self, name: &str) -> Option<String> {
-        match hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name) {
-            // A header that is not UTF-8 cannot be a valid credential, path or
-            // media type; treat it as garbage rather than panic.
-            Ok(Some(v)) => Some(String::from_utf8(v).unwrap_or_else(|_| "\u{fffd}".to_owned())),
-            _ => None,
+impl Host<'_> {
+    fn send(r: LocalResponse) {
+        let headers: Vec<(&str, &str)> = r.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        if let Err(abi::Status(s)) = abi::send_local_response(r.status, &headers, &r.body) {
+            log(LogLevel::Error, &format!("could not send the local response: status {s}"));
         }
+    }
+}
+
+impl RequestHost for Host<'_> {
+    fn request_headers(&self) -> crate::flow::HeaderPairs {
+        // No map means no path, no credentials: the flow refuses.
+        abi::header_pairs(abi::REQUEST_HEADERS).unwrap_or_default()
     }
 
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
-        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
+        let done = match value {
+            Some(v) => abi::replace_header(abi::REQUEST_HEADERS, name, v),
+            None => abi::remove_header(abi::REQUEST_HEADERS, name),
+        };
+        if let Err(abi::Status(s)) = done {
+            log(LogLevel::Error, &format!("could not change request header {name}: status {s}"));
+        }
     }
 
     fn request_body(&self, size: usize) -> Option<Vec<u8>> {
-        hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size).ok().flatten()
+        abi::buffer(abi::REQUEST_BODY, 0, size).ok()
     }
 
     fn respond(&mut self, r: LocalResponse) {
-        let headers: Vec<(&str, &str)> = r.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        if hostcalls::send_http_response(r.status, headers, Some(&r.body)).is_err() {
-            log(LogLevel::Error, "could not send the local response");
-        }
+        Host::send(r);
     }
 
     fn now_secs(&self) -> u64 {
@@ -68,7 +90,7 @@ impl RequestHost for Host<'_> {
     }
 
     fn source_address(&self) -> Option<String> {
-        let bytes = hostcalls::get_property(vec!["source", "address"]).ok().flatten()?;
+        let bytes = abi::property(&["source", "address"]).ok().flatten()?;
         String::from_utf8(bytes).ok()
     }
 
@@ -77,9 +99,13 @@ impl RequestHost for Host<'_> {
     }
 
     fn log(&self, message: std::fmt::Arguments) {
-        if hostcalls::get_log_level().is_ok_and(|l| matches!(l, LogLevel::Trace | LogLevel::Debug)) {
+        if abi::log_level().is_ok_and(|l| l <= LogLevel::Debug as u32) {
             log(LogLevel::Debug, &message.to_string());
         }
+    }
+
+    fn record(&mut self, outcome: Outcome) {
+        self.worker.metrics.record(outcome);
     }
 }
 
@@ -94,15 +120,21 @@ impl Context for Http {}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let worker = Rc::clone(&self.worker);
+        let Some(worker) = self.worker.clone() else { return self.unconfigured() };
         let mut host = Host { worker: &worker };
         let mut cache = worker.cache.borrow_mut();
         action(self.flow.on_request_headers(&mut host, &worker.config, &mut cache, end_of_stream))
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let worker = Rc::clone(&self.worker);
+        let Some(worker) = self.worker.clone() else { return self.unconfigured() };
         let mut host = Host { worker: &worker };
         action(self.flow.on_request_body(&mut host, &worker.config, body_size, end_of_stream))
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        let Some(worker) = self.worker.clone() else { return self.unconfigured() };
+        let mut host = Host { worker: &worker };
+        action(self.flow.on_request_trailers(&mut host, &worker.config))
     }
 }

@@ -11,9 +11,11 @@ use proxy_wasm::types::{ContextType, LogLevel};
 
 use super::http::Http;
 use super::log;
+use super::metrics::Metrics;
 use super::sync::{HostStore, SidecarSync};
 use crate::config::Config;
 use crate::guard::VerifiedCache;
+use crate::metrics::Metric;
 use crate::profile::{ProfileLookup, ProfileSet};
 use crate::shared::{Namespaced, SharedProfiles};
 use crate::sync::TICK_MS;
@@ -69,6 +71,7 @@ pub(crate) struct Worker {
     pub(crate) profiles: ProfileSource,
     pub(crate) cache: RefCell<VerifiedCache>,
     pub(crate) jti: RefCell<JtiSource>,
+    pub(crate) metrics: Rc<Metrics>,
     /// This plugin's slice of shared data (the lockout tables live there).
     pub(crate) shared: Namespaced<HostStore>,
 }
@@ -76,11 +79,12 @@ pub(crate) struct Worker {
 pub(crate) struct Root {
     worker: Option<Rc<Worker>>,
     sync: Option<SidecarSync>,
+    configured_at: u64,
 }
 
 impl Root {
     pub(crate) fn new() -> Self {
-        Self { worker: None, sync: None }
+        Self { worker: None, sync: None, configured_at: 0 }
     }
 }
 
@@ -106,8 +110,12 @@ impl RootContext for Root {
                 return false;
             }
         };
+        // Every worker defines the same names; Envoy shares a stat by name.
+        let metrics = Rc::new(Metrics::define(config.metrics));
+        self.configured_at = super::now_secs();
         let profiles = match (&config.static_profiles, &config.sidecar) {
             (Some(set), _) => {
+                metrics.set(Metric::ProfilesLoaded, set.len() as u64);
                 log(
                     LogLevel::Info,
                     &format!("configured: token path {}, {} static profile(s)", config.token_path, set.len()),
@@ -117,7 +125,7 @@ impl RootContext for Root {
             (None, Some(sidecar)) => {
                 // Every worker ticks; the lease in shared data lets only one
                 // of them poll (Istio's WasmPlugin has no singleton VM).
-                self.sync = Some(SidecarSync::new(sidecar.clone(), &config.shared_data_namespace));
+                self.sync = Some(SidecarSync::new(sidecar.clone(), &config.shared_data_namespace, Rc::clone(&metrics)));
                 self.set_tick_period(std::time::Duration::from_millis(TICK_MS));
                 log(
                     LogLevel::Info,
@@ -134,6 +142,7 @@ impl RootContext for Root {
         self.worker = Some(Rc::new(Worker {
             cache: RefCell::new(VerifiedCache::new(config.cache_size)),
             jti: RefCell::new(JtiSource::new()),
+            metrics,
             shared: Namespaced::new(HostStore, &config.shared_data_namespace),
             config,
             profiles,
@@ -142,14 +151,15 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        // on_configure refused a bad config, so Envoy never asks for an HTTP
-        // context without a worker; None is the host's "no filter" answer.
-        self.worker.as_ref().map(|w| Box::new(Http::new(Rc::clone(w))) as Box<dyn HttpContext>)
+        // Never None: the SDK panics (aborting the VM) when a root declines.
+        // Without a valid configuration the context refuses every request.
+        Some(Box::new(Http::new(self.worker.clone())))
     }
 
     fn on_tick(&mut self) {
         if let Some(sync) = self.sync.as_mut() {
             sync.on_tick();
+            sync.report_age(self.configured_at);
         }
     }
 

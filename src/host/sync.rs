@@ -1,15 +1,18 @@
 //! Glue for the sync role: shared data as a [`SharedStore`], and the root
 //! context's tick and callout plumbing around [`crate::sync::Poller`].
 
+use std::rc::Rc;
 use std::time::Duration;
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, LogLevel, MapType, Status};
+use proxy_wasm::types::{BufferType, LogLevel, MapType};
 
 use super::log;
+use super::metrics::Metrics;
 use crate::config::SidecarConfig;
+use crate::metrics::{self as metric, Metric};
 use crate::shared::{Namespaced, SharedStore, StoreError};
-use crate::sync::{Level, Poller, Request};
+use crate::sync::{self, FailureKind, Level, Poller, Request, SyncStats};
 
 /// Envoy's shared data for this `vm_id` (all of it: [`Namespaced`] narrows it to one plugin).
 #[derive(Clone, Copy, Default)]
@@ -17,16 +20,18 @@ pub(crate) struct HostStore;
 
 impl SharedStore for HostStore {
     fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        match hostcalls::get_shared_data(key) {
-            Ok((Some(v), cas)) if !v.is_empty() => Some((v, cas.unwrap_or(0))),
+        // On the request path too (profile lookups): the panic-free call.
+        match super::abi::shared_data(key) {
+            Ok(Some((v, cas))) if !v.is_empty() => Some((v, cas)),
             _ => None,
         }
     }
 
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
-        match hostcalls::set_shared_data(key, Some(value), cas) {
+        // On the request path too (lockout counters): the panic-free call.
+        match super::abi::set_shared_data(key, value, cas.unwrap_or(0)) {
             Ok(()) => Ok(()),
-            Err(Status::CasMismatch) => Err(StoreError::CasMismatch),
+            Err(super::abi::Status(super::abi::CAS_MISMATCH)) => Err(StoreError::CasMismatch),
             Err(_) => Err(StoreError::Other),
         }
     }
@@ -58,19 +63,47 @@ pub(crate) struct SidecarSync {
     poller: Poller,
     sidecar: SidecarConfig,
     store: Namespaced<HostStore>,
+    metrics: Rc<Metrics>,
+    /// The poller's counters as last exported (Envoy counters take deltas).
+    reported: SyncStats,
 }
 
 impl SidecarSync {
-    pub(crate) fn new(sidecar: SidecarConfig, namespace: &str) -> Self {
+    pub(crate) fn new(sidecar: SidecarConfig, namespace: &str, metrics: Rc<Metrics>) -> Self {
         // Random per worker VM (std's RandomState is keyed from WASI
         // random_get): context ids repeat across workers, lease owners must not.
         let me = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), now_ms());
-        Self { poller: Poller::new(me), sidecar, store: Namespaced::new(HostStore, namespace) }
+        let store = Namespaced::new(HostStore, namespace);
+        Self { poller: Poller::new(me), sidecar, store, metrics, reported: SyncStats::default() }
     }
 
     pub(crate) fn on_tick(&mut self) {
         if let Some(request) = self.poller.on_tick(&self.store, now_ms(), &mut logger()) {
             self.dispatch(request);
+        }
+        self.report();
+    }
+
+    /// The snapshot age gauge. Every worker ticks and reads the shared
+    /// stamp, so the age keeps moving whichever worker polls.
+    pub(crate) fn report_age(&self, configured_at: u64) {
+        let now = super::now_secs();
+        let age = metric::snapshot_age(now, sync::snapshot_age_secs(&self.store, now), configured_at);
+        self.metrics.set(Metric::SnapshotAgeSeconds, age);
+    }
+
+    /// The poller's new counts since the last report, and the profile count
+    /// (only the poller knows it without reading the whole index).
+    fn report(&mut self) {
+        let stats = self.poller.stats();
+        self.metrics.count(Metric::SyncSuccesses, stats.successes.saturating_sub(self.reported.successes));
+        for (i, kind) in FailureKind::ALL.into_iter().enumerate() {
+            let new = stats.failures_by_kind[i].saturating_sub(self.reported.failures_by_kind[i]);
+            self.metrics.count(Metric::SyncFailures(metric::sync_failure_index(kind)), new);
+        }
+        self.reported = stats;
+        if let Some(n) = self.poller.profiles_published() {
+            self.metrics.set(Metric::ProfilesLoaded, n as u64);
         }
     }
 
@@ -85,6 +118,7 @@ impl SidecarSync {
         if let Some(next) = self.poller.on_response(&self.store, token, status, &body, now_ms(), &mut logger()) {
             self.dispatch(next);
         }
+        self.report();
     }
 
     fn dispatch(&mut self, request: Request) {
@@ -99,7 +133,7 @@ impl SidecarSync {
         let timeout = Duration::from_secs(self.sidecar.long_poll_seconds + 5);
         match hostcalls::dispatch_http_call(&self.sidecar.cluster, headers, None, vec![], timeout) {
             Ok(token) => self.poller.dispatched(request, token),
-            Err(_) => self.poller.dispatch_failed(&HostStore, now_ms(), &mut logger()),
+            Err(_) => self.poller.dispatch_failed(&self.store, now_ms(), &mut logger()),
         }
     }
 }

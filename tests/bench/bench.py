@@ -5,6 +5,7 @@ median over rounds of requests/sec, p50 and p99 latency.
 Scenarios (all on the same Envoy, the same worker, the same cheap upstream):
   passthrough        no auth filter, GET /api/bench            -> upstream
   guard              Tollgate wasm filter, Bearer token         -> upstream
+  guard_nometrics    the same with "metrics": false (no counter hostcall)
   guard_sidecar_1    the same, profiles from a sidecar holding 1 profile
   guard_sidecar_10k  the same, profiles from a sidecar holding 10,000 profiles
   jwt_authn          Envoy's native jwt_authn (HS256, no cache) -> upstream
@@ -20,10 +21,17 @@ time how long after the rotate call returns the old token is refused (first
 401 on any worker, and 401 on both workers, using keep-alive connections
 pinned to known workers).
 
+Last, the memory measurement (issue 6): a 2-worker gateway in sidecar mode
+(render.gateway, one profile) receives 100,000 refused token requests, each
+with a new 12 KB client id (form body, Basic-free), sent by wrk; Envoy's RSS
+(VmRSS) is read after a warm-up of the same requests and after the 100,000.
+Per-worker caches bounded in bytes that never keep attacker-chosen bytes keep
+the growth under 5 MiB.
+
 The machine is assumed shared and noisy: the ratios of one run are the result,
 absolute numbers are not. The last line printed is
 
-  bench: guard/passthrough=R jwt_authn/passthrough=R jwt_authn_cached/passthrough=R token/direct=R guard10k/guard1=R rotation_p50_ms=X rotation_p99_ms=Y
+  bench: guard/passthrough=R jwt_authn/passthrough=R jwt_authn_cached/passthrough=R token/direct=R guard10k/guard1=R rotation_p50_ms=X rotation_p99_ms=Y rss_growth_mib_100k_unknown_clients=M
 
 and the results are written to var/bench/results.json.
 
@@ -84,7 +92,8 @@ BUFFER_FILTER = {"name": "envoy.filters.http.buffer",
                  "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
                                   "max_request_bytes": 16384}}
 
-LISTENERS = ("passthrough", "tollgate", "jwt_authn", "jwt_authn_cached", "direct", "fake_upstream")
+LISTENERS = ("passthrough", "tollgate", "tollgate_nometrics", "jwt_authn", "jwt_authn_cached", "direct",
+             "fake_upstream")
 
 # Sidecar-backed guard listeners: listener name -> profiles its sidecar holds.
 SIDECAR_LISTENERS = {"sidecar_1": 1, "sidecar_10k": 10_000}
@@ -152,6 +161,14 @@ def build_config(ports: dict, *, admin_port: int, wasm_path: str, profile: dict,
             {"match": {"path": TOKEN_PATH}, "route": {"cluster": render.SINK_LISTENER, "timeout": "30s"}},
             route_to("upstream"),
         ], [render.wasm_filter(wasm_path, plugin_config(profile), hold=True)]),
+        # The same filter, profile and routes with its metrics off: what
+        # counting costs.
+        render.listener("tollgate_nometrics", ports["tollgate_nometrics"], [
+            {"match": {"path": TOKEN_PATH}, "route": {"cluster": render.SINK_LISTENER, "timeout": "30s"}},
+            route_to("upstream"),
+        ],
+                        [render.wasm_filter(wasm_path, dict(plugin_config(profile), metrics=False), hold=True,
+                                            vm_id="tollgate_nometrics")]),
         render.listener("jwt_authn", ports["jwt_authn"], [route_to("upstream")],
                         [jwt_authn_filter(profile["kid"], profile["signing_key"])]),
         render.listener("jwt_authn_cached", ports["jwt_authn_cached"], [route_to("upstream")],
@@ -618,6 +635,116 @@ def measure_rotation(envoy_bin: str, wasm: str, sidecar: BenchSidecar, rotations
     }
 
 
+# --- memory under unknown client ids ------------------------------------------------
+
+UNKNOWN_CLIENTS = 100_000
+UNKNOWN_CLIENT_ID_BYTES = 12_000  # fits the default 16 KiB token request body limit
+UNKNOWN_CLIENTS_WARMUP = 5_000
+UNKNOWN_CLIENTS_CONNECTIONS = 8
+UNKNOWN_CLIENTS_TIMEOUT_S = 900
+
+
+def unknown_clients_lua(count: int, id_bytes: int, start: int) -> str:
+    """A wrk script: `count` token requests, each with a client id of
+    `id_bytes` never sent before (a counter in front of the padding), then
+    the thread stops. Every answer must be 401 (counted in Envoy's stats)."""
+    return f"""
+local n = {start}
+local last = {start + count}
+local answered = 0
+local pad = string.rep("x", {id_bytes - 10})
+local headers = {{["Content-Type"] = "{FORM}"}}
+request = function()
+  n = n + 1
+  local body = "grant_type=client_credentials&client_secret=wrong&client_id=" .. string.format("%010d", n) .. pad
+  return wrk.format("POST", "{TOKEN_PATH}", headers, body)
+end
+response = function(status, headers, body)
+  answered = answered + 1
+  if answered >= {count} then wrk.thread:stop() end
+end
+"""
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process (VmRSS), in bytes."""
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise BenchError(f"no VmRSS for pid {pid}")
+
+
+def measure_unknown_clients(envoy_bin: str, wasm: str, sidecar: BenchSidecar, track, log=print,
+                            requests: int = UNKNOWN_CLIENTS) -> dict:
+    """Envoy's RSS growth over `requests` refused token requests with
+    distinct 12 KB client ids, against the product's gateway in sidecar
+    mode (2 workers). The warm-up sends the same kind of request first, so
+    allocators and buffers are at their steady size when RSS is read."""
+    admin = sidecar.admin_connection()
+    try:
+        created = admin.create("bench-unknown-clients")
+    finally:
+        admin.close()
+    ports, admin_port = free_ports(("gateway", "fake_upstream"), exclude={sidecar.port}), harness.free_port()
+    # The lockout off: every request then goes through client authentication
+    # (the worst case; with it on, one source is answered 429 after 100).
+    plugin = dict(sidecar_plugin_config(sidecar, "tollgate_sidecar"), lockout={"enabled": False})
+    cfg = render.gateway(port=ports["gateway"], admin_port=admin_port, upstream_port=ports["fake_upstream"],
+                         wasm_path=wasm, plugin_config=plugin, hold=True, sidecar_port=sidecar.port)
+    cfg["static_resources"]["listeners"].append(
+        render.listener("fake_upstream", ports["fake_upstream"], [direct_route(UPSTREAM_BODY)], []))
+    gw = track(BenchEnvoy(cfg, envoy=envoy_bin, ports=ports, admin_port=admin_port,
+                          concurrency=ROTATION_CONCURRENCY))
+    port = gw.ports["gateway"]
+    mint_until(port, basic_auth(created["profile"]["client_id"], created["client_secret"]), SNAPSHOT_TIMEOUT_S,
+               "unknown-clients gateway")
+    url = f"http://127.0.0.1:{port}{TOKEN_PATH}"
+
+    def expect_invalid_client(what: str) -> None:
+        body = f"grant_type=client_credentials&client_secret=wrong&client_id={what}{'y' * UNKNOWN_CLIENT_ID_BYTES}"
+        status, _, got = http_request(port, "POST", TOKEN_PATH, {"Content-Type": FORM}, body[:UNKNOWN_CLIENT_ID_BYTES])
+        if status != 401 or json.loads(got).get("error") != "invalid_client":
+            raise BenchError(f"unknown clients ({what}): want 401 invalid_client, got {status} {got[:200]!r}")
+
+    def send(count: int, start: int) -> WrkResult:
+        before = (gw.stat("http.tollgate.downstream_rq_4xx"), gw.stat("http.tollgate.downstream_rq_5xx"))
+        r = run_wrk_until(url, connections=UNKNOWN_CLIENTS_CONNECTIONS,
+                          lua=unknown_clients_lua(count, UNKNOWN_CLIENT_ID_BYTES, start),
+                          done=lambda: gw.stat("http.tollgate.downstream_rq_4xx") - before[0] >= count,
+                          timeout_s=UNKNOWN_CLIENTS_TIMEOUT_S)
+        refused = gw.stat("http.tollgate.downstream_rq_4xx") - before[0]
+        failed = gw.stat("http.tollgate.downstream_rq_5xx") - before[1]
+        if refused < count or failed or r.non_2xx < count or any(r.socket_errors.values()):
+            raise BenchError(f"unknown clients: {refused} 4xx and {failed} 5xx from Envoy, wrk: {r.requests} "
+                             f"requests, {r.non_2xx} non-2xx, socket errors {r.socket_errors}; want {count} 401s")
+        return r
+
+    expect_invalid_client("before")
+    send(UNKNOWN_CLIENTS_WARMUP, 0)
+    time.sleep(1)
+    before = rss_bytes(gw.proc.pid)
+    t = time.monotonic()
+    r = send(requests, 10 * UNKNOWN_CLIENTS_WARMUP)
+    took = time.monotonic() - t
+    time.sleep(1)
+    after = rss_bytes(gw.proc.pid)
+    expect_invalid_client("after")
+    gw.stop()
+    gw.cleanup()
+    growth = (after - before) / 2**20
+    log(f"bench: unknown clients: {r.requests} refused token requests with distinct "
+        f"{UNKNOWN_CLIENT_ID_BYTES // 1000} KB client ids in {took:.0f} s ({r.rps:.0f} req/s); "
+        f"envoy RSS {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB ({growth:+.2f} MiB)")
+    return {"requests": r.requests, "client_id_bytes": UNKNOWN_CLIENT_ID_BYTES,
+            "warmup_requests": UNKNOWN_CLIENTS_WARMUP, "envoy_concurrency": ROTATION_CONCURRENCY,
+            "rss_before_bytes": before, "rss_after_bytes": after, "rss_growth_mib": growth, "rps": r.rps}
+
+
+def unknown_clients_field(result: dict, requests: int) -> str:
+    label = "100k" if requests == 100_000 else str(requests)
+    return f"rss_growth_mib_{label}_unknown_clients={result['rss_growth_mib']:.2f}"
+
+
 # --- wrk ------------------------------------------------------------------------
 
 @dataclasses.dataclass
@@ -711,6 +838,35 @@ def run_wrk(url: str, *, duration: int, connections: int, threads: int = 1, head
     return parse_wrk(out)
 
 
+def run_wrk_until(url: str, *, connections: int, lua: str, done, timeout_s: float) -> WrkResult:
+    """wrk until `done()` holds (polled every 0.2 s), then SIGINT, which makes
+    wrk stop and print its summary: a request count rather than a duration
+    (wrk's own `-d` always runs to the end)."""
+    fd, script = tempfile.mkstemp(prefix="tollgate-bench-", suffix=".lua")
+    with os.fdopen(fd, "w") as f:
+        f.write(lua)
+    cmd = [WRK, "-t1", f"-c{connections}", f"-d{int(timeout_s) + 60}s", "--timeout=10s", "--latency", "-s", script,
+           url]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(f"wrk ended or timed out before the requests were answered:\n"
+                                 f"{proc.communicate(timeout=10)[0] if proc.poll() is not None else ''}")
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        os.unlink(script)
+    return parse_wrk(out)
+
+
 def token_lua(basic: str) -> str:
     return "\n".join([
         'wrk.method = "POST"',
@@ -779,7 +935,8 @@ def table(summary: dict) -> str:
 
 RATIOS = (("guard", "passthrough"), ("jwt_authn", "passthrough"),
           ("jwt_authn_cached", "passthrough"), ("token", "direct"),
-          ("guard_sidecar_10k", "guard_sidecar_1", "guard10k/guard1"))
+          ("guard_sidecar_10k", "guard_sidecar_1", "guard10k/guard1"),
+          ("guard", "guard_nometrics", "guard/guard_nometrics"))
 
 
 def ratios(summary: dict, pairs=RATIOS) -> dict:
@@ -796,11 +953,13 @@ def ratios(summary: dict, pairs=RATIOS) -> dict:
     return out
 
 
-def last_line(rs: dict, rotation: dict | None = None) -> str:
+def last_line(rs: dict, rotation: dict | None = None, memory: str | None = None) -> str:
     line = "bench: " + " ".join(f"{k}={v:.2f}" for k, v in rs.items())
     if rotation:
         first = rotation["first_401_ms"]
         line += f" rotation_p50_ms={first['p50']:.1f} rotation_p99_ms={first['p99']:.1f}"
+    if memory:
+        line += " " + memory
     return line
 
 
@@ -832,6 +991,11 @@ def parse_args(argv):
     ap.add_argument("--connections", type=int, default=16, help="wrk connections (default: 16)")
     ap.add_argument("--warmup", type=int, default=1, help="seconds of warm-up per scenario (default: 1)")
     ap.add_argument("--rotations", type=int, default=60, help="profile rotations timed (default: 60)")
+    ap.add_argument("--unknown-clients", type=int, default=UNKNOWN_CLIENTS,
+                    help="refused token requests with distinct 12 KB client ids for the RSS figure "
+                         "(default: %(default)s)")
+    ap.add_argument("--memory-only", action="store_true",
+                    help="run only the unknown-client-id memory measurement and print its bench line")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 s, 1 round, 10 rotations")
     ap.add_argument("--results", help=f"JSON output (default: {RESULTS}; with --quick {RESULTS_QUICK})")
     a = ap.parse_args(argv)
@@ -839,8 +1003,8 @@ def parse_args(argv):
         a.duration, a.rounds, a.rotations = 1, 1, 10
     if a.results is None:
         a.results = str(RESULTS_QUICK if a.quick else RESULTS)
-    if a.duration < 1 or a.rounds < 1 or a.connections < 1 or a.rotations < 1:
-        ap.error("--duration, --rounds, --connections and --rotations must be positive")
+    if a.duration < 1 or a.rounds < 1 or a.connections < 1 or a.rotations < 1 or a.unknown_clients < 1:
+        ap.error("--duration, --rounds, --connections, --rotations and --unknown-clients must be positive")
     return a
 
 
@@ -894,7 +1058,8 @@ def preflight(env: BenchEnvoy, token: str, basic: str, direct_body: bytes,
     `sidecar_tokens`: sidecar-backed listener -> the token its scenario sends."""
     sidecar_tokens = sidecar_tokens or {}
     expect_status(env.ports["passthrough"], "GET", API_PATH, 200, "passthrough")
-    guarded = {name: token for name in ("tollgate", "jwt_authn", "jwt_authn_cached")} | sidecar_tokens
+    guarded = {name: token for name in ("tollgate", "tollgate_nometrics", "jwt_authn", "jwt_authn_cached")} \
+        | sidecar_tokens
     for name, tok in guarded.items():
         port = env.ports[name]
         broken = tok[:-2] + ("AA" if not tok.endswith("AA") else "BB")
@@ -910,6 +1075,13 @@ def preflight(env: BenchEnvoy, token: str, basic: str, direct_body: bytes,
             if other != name and (name in sidecar_tokens or other in sidecar_tokens):
                 expect_status(port, "GET", API_PATH, 401, f"{name} with {other}'s token",
                               {"Authorization": f"Bearer {other_tok}"})
+    # guard and guard_nometrics differ by the counting alone.
+    allowed = "wasmcustom.tollgate_guard_allowed_total"
+    for name, step in (("tollgate", 1), ("tollgate_nometrics", 0)):
+        before = env.stat(allowed)
+        expect_status(env.ports[name], "GET", API_PATH, 200, name, {"Authorization": f"Bearer {token}"})
+        if env.stat(allowed) - before != step:
+            raise BenchError(f"{name}: {allowed} moved by {env.stat(allowed) - before}, expected {step}")
     form = {"Content-Type": FORM, "Authorization": basic}
     expect_status(env.ports["tollgate"], "POST", TOKEN_PATH, 200, "token endpoint", form, TOKEN_BODY)
     expect_status(env.ports["tollgate"], "POST", TOKEN_PATH, 401, "token endpoint, wrong secret",
@@ -931,6 +1103,8 @@ def scenarios(token: str, basic: str, sidecar_tokens: dict | None = None) -> lis
     return [
         Scenario("passthrough", "passthrough", API_PATH, note="no auth filter"),
         Scenario("guard", "tollgate", API_PATH, bearer, note="Tollgate verifies the bearer token"),
+        Scenario("guard_nometrics", "tollgate_nometrics", API_PATH, bearer,
+                 note='the same with "metrics": false'),
         *sidecar_scs,
         Scenario("jwt_authn", "jwt_authn", API_PATH, bearer, note="envoy.filters.http.jwt_authn, no cache"),
         Scenario("jwt_authn_cached", "jwt_authn_cached", API_PATH, bearer,
@@ -1019,6 +1193,12 @@ def main(argv=None) -> int:
         sidecar_bin = str(pathlib.Path(a.sidecar).resolve())
         tmp = pathlib.Path(tempfile.mkdtemp(prefix="tollgate-bench-", dir=scratch_dir()))
 
+        if a.memory_only:
+            sidecar = track(BenchSidecar(tmp / "memory.db", binary=sidecar_bin, port=harness.free_port()))
+            memory = measure_unknown_clients(a.envoy, wasm, sidecar, track, log, a.unknown_clients)
+            print("bench: " + unknown_clients_field(memory, a.unknown_clients), flush=True)
+            return 0
+
         # Rotation first, on its own sidecar holding just the rotated profile.
         sidecar = track(BenchSidecar(tmp / "rotation.db", binary=sidecar_bin, port=harness.free_port()))
         rotation = measure_rotation(a.envoy, wasm, sidecar, a.rotations, track, log)
@@ -1054,6 +1234,10 @@ def main(argv=None) -> int:
         for sidecar in sidecars.values():
             sidecar.stop()
             sidecar.cleanup()
+        sidecar = track(BenchSidecar(tmp / "memory.db", binary=sidecar_bin, port=harness.free_port()))
+        memory = measure_unknown_clients(a.envoy, wasm, sidecar, track, log, a.unknown_clients)
+        sidecar.stop()
+        sidecar.cleanup()
 
         summary = summarize(results)
         rs = ratios(summary)
@@ -1075,6 +1259,7 @@ def main(argv=None) -> int:
             "sidecars": sidecar_info,
             "rotation": rotation,
             "rotation_10k_profiles": rotation_10k,
+            "unknown_clients_memory": memory,
             "elapsed_s": round(elapsed, 1),
         }, indent=1) + "\n")
         print()
@@ -1087,7 +1272,7 @@ def main(argv=None) -> int:
             print(f"guard_sidecar_1/guard={summary['guard_sidecar_1']['median_rps'] / summary['guard']['median_rps']:.2f}"
                   " (profiles from shared data vs the static config)")
         print(f"(results: {out}; {elapsed:.0f} s)")
-        print(last_line(rs, rotation), flush=True)
+        print(last_line(rs, rotation, unknown_clients_field(memory, a.unknown_clients)), flush=True)
         return 0
     except (BenchError, RuntimeError, OSError, http.client.HTTPException) as e:
         print(f"bench: ERROR: {e}", file=sys.stderr, flush=True)

@@ -128,10 +128,11 @@ class Envoy(Process):
 
 
 def start_gateway(upstream: Upstream, plugin_config: dict, *, hold: bool = True, concurrency: int = 2,
-                  sidecar_port: int | None = None) -> Envoy:
-    port, admin = free_port(), free_port()
+                  sidecar_port: int | None = None, port: int | None = None, **hcm_options) -> Envoy:
+    """`port`: the listener's port when the config must name it (an issuer URL)."""
+    port, admin = port or free_port(), free_port()
     cfg = render.gateway(port=port, admin_port=admin, upstream_port=upstream.port, wasm_path=WASM,
-                         plugin_config=plugin_config, hold=hold, sidecar_port=sidecar_port)
+                         plugin_config=plugin_config, hold=hold, sidecar_port=sidecar_port, **hcm_options)
     return Envoy(cfg, port=port, admin_port=admin, concurrency=concurrency)
 
 
@@ -178,23 +179,32 @@ class Sidecar(Process):
     """The real tollgate-sidecar on a fixed loopback port (so a restart comes
     back where Envoy's cluster points)."""
 
-    def __init__(self, db: pathlib.Path, port: int | None = None, admin_token: str | None = None,
-                 data_token: str | None = None):
-        self.db = pathlib.Path(db)
+    def __init__(self, db: pathlib.Path | str, port: int | None = None, admin_token: str | None = None,
+                 data_token: str | None = None, extra: tuple = (), key_file: pathlib.Path | None = None):
+        # `db` is a SQLite path (its key file beside it) or a postgres:// URL (passed as --store), which needs
+        # `key_file`, shared by every sidecar of the fleet.
+        self.db = db if str(db).startswith("postgres://") else pathlib.Path(db)
+        if key_file is None and isinstance(self.db, str):
+            raise ValueError("a PostgreSQL sidecar needs key_file (the fleet's shared key file)")
+        self.key_file = key_file
+        extra = tuple(extra) + (("--key-file", str(key_file)) if key_file else ())
         self.port = port or free_port()
         self.admin_token = admin_token or secrets.token_hex(32)
         self.data_token = data_token or secrets.token_hex(32)
+        self.extra = extra
         self.url = f"http://127.0.0.1:{self.port}"
-        super().__init__("sidecar", [SIDECAR, "serve", "--db", str(self.db), "--listen", f"127.0.0.1:{self.port}"],
+        super().__init__("sidecar", [SIDECAR, "serve", "--store", str(self.db), "--listen",
+                                     f"127.0.0.1:{self.port}", *self.extra],
                          env={"TOLLGATE_ADMIN_TOKEN": self.admin_token, "TOLLGATE_DATA_TOKEN": self.data_token})
         self.wait_output(r"tollgate-sidecar listening on http://127\.0\.0\.1:\d+")
 
     def restart(self) -> "Sidecar":
         self.stop()
-        return Sidecar(self.db, self.port, self.admin_token, self.data_token)
+        extra = self.extra[:-2] if self.key_file else self.extra
+        return Sidecar(self.db, self.port, self.admin_token, self.data_token, extra, self.key_file)
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return cli(self.db, *args, check=check)
+        return cli(self.db, *args, *(("--key-file", str(self.key_file)) if self.key_file else ()), check=check)
 
     def admin(self, method: str, path: str, token: str | None = "default", **kw):
         import requests
@@ -210,8 +220,172 @@ class Sidecar(Process):
                 "realm": "tollgate-test"}
 
 
-def cli(db: pathlib.Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    out = subprocess.run([SIDECAR, "profile", *args, "--db", str(db)], capture_output=True, text=True, timeout=30)
+def cli(db: pathlib.Path | str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    out = subprocess.run([SIDECAR, "profile", *args, "--store", str(db)], capture_output=True, text=True, timeout=30)
     if check and out.returncode != 0:
         raise AssertionError(f"tollgate-sidecar profile {' '.join(args)} failed ({out.returncode}): {out.stderr}")
     return out
+
+
+# --- PostgreSQL ------------------------------------------------------------
+
+def pg_bin() -> pathlib.Path:
+    """Debian's server binaries: $TOLLGATE_PG_BIN, else the newest /usr/lib/postgresql/*/bin."""
+    if os.environ.get("TOLLGATE_PG_BIN"):
+        return pathlib.Path(os.environ["TOLLGATE_PG_BIN"])
+    found = sorted(pathlib.Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parent.parent.name))
+    if not found:
+        raise RuntimeError("PostgreSQL is not installed: ./build.sh installs Debian's postgresql package")
+    return found[-1].parent
+
+
+def _pg_user() -> dict:
+    """PostgreSQL refuses to run as root: as root (CI), run it as the `postgres` user Debian's package creates."""
+    if os.geteuid() != 0:
+        return {}
+    import pwd
+    pw = pwd.getpwnam("postgres")
+    return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+
+
+class Postgres:
+    """A throw-away PostgreSQL server: initdb into a temp dir, `postgres` on 127.0.0.1 and a free port as our
+    child (never a shared system instance); stop() keeps the data for start(), cleanup() removes it."""
+
+    def __init__(self):
+        self.bin = pg_bin()
+        self.dir = pathlib.Path(tempfile.mkdtemp(prefix="tollgate-pg-"))
+        self.user = _pg_user()
+        if self.user:
+            os.chown(self.dir, self.user["user"], self.user["group"])
+        subprocess.run([str(self.bin / "initdb"), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C",
+                        "--no-sync", "-D", str(self.dir / "data")], check=True, capture_output=True,
+                       env={**os.environ, "LC_ALL": "C"}, timeout=120, **self.user)
+        self.port = free_port()
+        self.proc = None
+        self.start()
+
+    def start(self) -> None:
+        assert self.proc is None or self.proc.poll() is not None
+        log = open(self.dir / "server.log", "ab")
+        self.proc = subprocess.Popen([str(self.bin / "postgres"), "-D", str(self.dir / "data"), "-k", str(self.dir),
+                                      "-p", str(self.port), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+                                      "-c", "max_connections=200"],
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                     env={**os.environ, "LC_ALL": "C"}, **self.user)
+        log.close()
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"postgres exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
+            return subprocess.run([str(self.bin / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
+                                  timeout=10).returncode == 0
+        wait_for(ready, 60, "postgres to accept connections", interval=0.1)
+
+    def log(self) -> str:
+        return (self.dir / "server.log").read_text(errors="replace")
+
+    def url(self, db: str = "postgres") -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{db}"
+
+    def create_database(self, name: str) -> str:
+        subprocess.run([str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name],
+                       check=True, capture_output=True, timeout=60)
+        return self.url(name)
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT): clients are cut off, committed data kept."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def cleanup(self) -> None:
+        self.stop()
+        import shutil
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class CuttableLink:
+    """A loopback TCP relay to `port` that a test can cut (every connection closed, new ones refused) and heal on
+    the same port: a sidecar's network path to PostgreSQL, cut without touching PostgreSQL or the other
+    sidecars."""
+
+    def __init__(self, port: int):
+        import threading
+        self.target = port
+        self.port = free_port()
+        self._lock = threading.Lock()
+        self._conns: list[socket.socket] = []
+        self._server = None
+        self.heal()
+
+    def heal(self) -> None:
+        import threading
+        self._cut = False
+        server = socket.socket()
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", self.port))
+        server.listen(64)
+        self._server = server
+        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
+
+    def _accept(self, server: socket.socket) -> None:
+        import threading
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            if self._cut:  # accepted in the instant of the cut
+                client.close()
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                if self._cut:
+                    client.close()
+                    upstream.close()
+                    return
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        with self._lock:
+            self._cut = True
+        if self._server is not None:
+            # shutdown() first: close() alone leaves a listener that a thread blocked in accept() keeps alive,
+            # and a reconnect would slip through the "cut".
+            with contextlib.suppress(OSError):
+                self._server.shutdown(socket.SHUT_RDWR)
+            self._server.close()
+            self._server = None
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for s in conns:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def close(self) -> None:
+        self.cut()

@@ -24,6 +24,7 @@ def bearer_error(r, status, code):
         assert r.json()["error"] == code
     else:
         assert "error=" not in challenge, "RFC 6750 §3.1: no error code without credentials"
+        assert "error" not in r.json(), "nor in the body"
     assert r.json()["error_description"]
     return r.json()
 

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub mod pg;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_tollgate-sidecar");
 pub const ADMIN: &str = "test-admin-token-0123456789";
 pub const DATA: &str = "test-data-token-9876543210";
@@ -28,10 +30,23 @@ pub struct Server {
 impl Server {
     /// Starts the server on an ephemeral port and waits for its banner.
     pub fn start(db: &Path) -> Server {
+        Self::start_args(&["--db".as_ref(), db.as_os_str()], db)
+    }
+
+    /// Starts the server on `--store STORE` (a path or a PostgreSQL URL)
+    /// with extra `serve` arguments.
+    pub fn start_store(store: &str, extra: &[&str]) -> Server {
+        let mut args: Vec<&std::ffi::OsStr> = vec!["--store".as_ref(), store.as_ref()];
+        args.extend(extra.iter().map(|a| std::ffi::OsStr::new(*a)));
+        Self::start_args(&args, Path::new(store))
+    }
+
+    fn start_args(store_args: &[&std::ffi::OsStr], db: &Path) -> Server {
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
-            .arg(db)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(store_args)
             .env_remove("TOLLGATE_DB")
+            .env_remove("TOLLGATE_STORE")
             .env_remove("TOLLGATE_KEY_FILE")
             .env_remove("TOLLGATE_SIDECAR_LISTEN")
             .env("TOLLGATE_ADMIN_TOKEN", ADMIN)
@@ -255,6 +270,7 @@ pub fn cli(db: &Path, args: &[&str]) -> Output {
         .arg("--db")
         .arg(db)
         .env_remove("TOLLGATE_DB")
+        .env_remove("TOLLGATE_STORE")
         .env_remove("TOLLGATE_KEY_FILE")
         .stdin(Stdio::null())
         .output()
@@ -266,6 +282,7 @@ pub fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .env_remove("TOLLGATE_DB")
+        .env_remove("TOLLGATE_STORE")
         .env_remove("TOLLGATE_KEY_FILE")
         .env_remove("TOLLGATE_ADMIN_TOKEN")
         .env_remove("TOLLGATE_DATA_TOKEN")
@@ -292,4 +309,40 @@ pub fn temp_db() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("var").join("tollgate.db");
     (dir, db)
+}
+
+/// One request with the admin-style bearer token and extra headers.
+pub fn request_with_headers(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Resp> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(90)))?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: 0\r\n"
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    parse_response(&raw)
+}
+
+/// Polls `f` until it returns `Some`, for at most `timeout`.
+pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "condition not met within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
