@@ -7,6 +7,8 @@
 #   ./build.sh bench   wrk benchmark: ratios against passthrough, jwt_authn, direct_response
 #   ./build.sh oci     the .wasm as a Wasm OCI image (Istio's compat layout) in var/oci; prints its digest
 #   ./build.sh compose up|down|test   the docker-compose harness (regions us, eu) from local images
+#   ./build.sh compose fleet up|down  the fleet: PostgreSQL, 3 sidecars, 3 Envoys, from local images
+#   ./build.sh fuzz S  each fuzz target for S seconds (cargo-fuzz, fuzz/): one line per target
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 ROOT=$PWD
@@ -68,6 +70,52 @@ setup_bindgen() {
     fi
 }
 
+# cargo-fuzz, pinned like wasm-bindgen-cli. It runs on our stable toolchain:
+# RUSTC_BOOTSTRAP=1 lets it pass the sanitizer and coverage -Z flags.
+CARGO_FUZZ_VERSION=0.13.2
+
+setup_fuzz() {
+    local have=""
+    [ -x "$TOOLS/bin/cargo-fuzz" ] && have=$("$TOOLS/bin/cargo-fuzz" --version | awk '{print $2}')
+    if [ "$have" != "$CARGO_FUZZ_VERSION" ]; then
+        say "installing cargo-fuzz $CARGO_FUZZ_VERSION (a minute, once)"
+        cargo install -q cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked --root "$TOOLS"
+    fi
+}
+
+fuzz_targets() {
+    awk '/^\[\[bin\]\]$/ {getline; gsub(/name = |"/, ""); print}' fuzz/Cargo.toml
+}
+
+cmd_fuzz() {
+    # FUZZ_SANITIZER=none (no ASan: about twice the executions; our crates
+    # have no unsafe code, only dependencies do), FUZZ_SKIP_OPEN_FINDINGS=1
+    # (step over the findings listed in the README, to look for others).
+    local seconds=${1:-60} t log execs crashes
+    local sanitizer=${FUZZ_SANITIZER:-address}
+    local features=()
+    [ -n "${FUZZ_SKIP_OPEN_FINDINGS:-}" ] && features=(--features skip-open-findings)
+    setup_rust
+    setup_fuzz
+    export RUSTC_BOOTSTRAP=1
+    say "building the fuzz targets (release, debug assertions, sanitizer: $sanitizer)"
+    PATH="$TOOLS/bin:$PATH" cargo fuzz build -O -a -s "$sanitizer" "${features[@]}"
+    local bin=fuzz/target/$(rustc -vV | awk '/^host:/ {print $2}')/release
+    for t in $(fuzz_targets); do
+        # New inputs go to a scratch corpus (the committed one stays as it
+        # is), crashes to fuzz/target/artifacts/: minimise one with
+        # `cargo fuzz tmin`, then commit it (README, "Fuzzing").
+        mkdir -p "fuzz/target/corpus/$t" "fuzz/target/artifacts/$t"
+        log=fuzz/target/fuzz-$t.log
+        "$bin/$t" -max_total_time="$seconds" -print_final_stats=1 -artifact_prefix="fuzz/target/artifacts/$t/" \
+            "fuzz/target/corpus/$t" "fuzz/corpus/$t" >"$log" 2>&1 || true
+        execs=$(awk '/^stat::number_of_executed_units:/ {print $2}' "$log")
+        crashes=$(grep -c '^SUMMARY: libFuzzer:' "$log" || true)
+        echo "fuzz: $t execs=${execs:-0} crashes=$crashes"
+        [ "$crashes" -eq 0 ] || grep -m1 -E "^thread .* panicked at|^==[0-9]+==ERROR" -A2 "$log" | sed 's/^/    /' >&2
+    done
+}
+
 setup_postgres() {
     # Debian's PostgreSQL server binaries (the tests start their own server
     # with initdb in a temp dir; no system cluster is used), and the
@@ -118,6 +166,11 @@ cmd_test() {
     cargo clippy -q -p tollgate --target wasm32-wasip1 -- -D warnings
     say "unit and integration tests, native"
     cargo test -q --workspace
+    say "fuzz targets: every committed seed (fuzz/corpus) replayed natively through its target"
+    cargo fmt --manifest-path fuzz/Cargo.toml --check
+    # Its own target dir: the fuzz crate is another workspace (another
+    # lockfile and feature set), and sharing target/ mixes their artifacts.
+    cargo test -q --manifest-path fuzz/Cargo.toml --target-dir target/fuzz-replay --lib --no-default-features
     say "pure-module tests in wasm under Node (wasm-bindgen-test)"
     CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER="$TOOLS/bin/wasm-bindgen-test-runner" \
         cargo test -p tollgate --lib --no-default-features --target wasm32-unknown-unknown
@@ -151,11 +204,13 @@ compose_tier() {
     setup_compose
     local project="tollgate-test-$$-$RANDOM" start=$SECONDS rc=0
     say "compose tier: the docker-compose harness from local images (project $project)"
-    # The session fixture takes it down; this covers a pytest killed mid-run.
-    trap "python3 envoy/compose/stack.py down --project $project >/dev/null 2>&1 || true" EXIT
+    # The fixtures take them down; this covers a pytest killed mid-run.
+    trap "python3 envoy/compose/stack.py down --project $project >/dev/null 2>&1 || true
+          python3 envoy/compose/stack.py fleet down --project $project-fleet >/dev/null 2>&1 || true" EXIT
     TOLLGATE_COMPOSE_PROJECT=$project TOLLGATE_ENVOY="$VENV/bin/envoy" TOLLGATE_WASM="$WASM" \
         TOLLGATE_SIDECAR="$SIDECAR" "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/compose || rc=$?
     python3 envoy/compose/stack.py down --project "$project" >/dev/null 2>&1 || true
+    python3 envoy/compose/stack.py fleet down --project "$project-fleet" >/dev/null 2>&1 || true
     trap - EXIT
     say "compose tier: $((SECONDS - start)) s"
     return $rc
@@ -166,7 +221,13 @@ cmd_compose() {
         up) setup; setup_compose; build; exec "$VENV/bin/python" envoy/compose/stack.py up ;;
         down) exec python3 envoy/compose/stack.py down ;;
         test) setup; build; compose_tier ;;
-        *) echo "usage: ./build.sh compose up|down|test" >&2; exit 2 ;;
+        fleet)
+            case "${2:-}" in
+                up) setup; setup_compose; build; exec "$VENV/bin/python" envoy/compose/stack.py fleet up ;;
+                down) exec python3 envoy/compose/stack.py fleet down ;;
+                *) echo "usage: ./build.sh compose fleet up|down" >&2; exit 2 ;;
+            esac ;;
+        *) echo "usage: ./build.sh compose up|down|test|fleet up|down" >&2; exit 2 ;;
     esac
 }
 
@@ -194,6 +255,7 @@ case "${1:-}" in
     bench) shift; cmd_bench "$@" ;;
     oci) cmd_oci ;;
     compose) shift; cmd_compose "$@" ;;
+    fuzz) shift; cmd_fuzz "$@" ;;
     setup) setup; setup_bindgen; setup_postgres ;;
-    *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -69,6 +70,9 @@ def main() -> None:
     a = ap.parse_args()
     server = Server((a.host, a.port), Echo)
     print(f"demo upstream listening on http://{a.host}:{server.server_address[1]}", flush=True)
+    # As a container's PID 1 no signal has a default action: without this,
+    # `docker compose down` waits out its whole grace period, then kills.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         server.serve_forever()
     except KeyboardInterrupt:

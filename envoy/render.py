@@ -247,12 +247,38 @@ def compose_region(region: str, *, hosts: list[str] | None = None, wasm_path: st
     return bootstrap(COMPOSE_ADMIN_PORT, [main, sink_listener], clusters, admin_address="0.0.0.0")
 
 
+# The fleet (envoy/compose/fleet.yaml): every Envoy reaches its own sidecar
+# as `sidecar` and the upstream as `upstream` on its cell's network, so the
+# three share one config. A sidecar cut off from PostgreSQL keeps answering
+# its Envoy from the last snapshot it has; past FLEET_MAX_STALENESS seconds
+# without a sync the Envoy refuses (503) rather than trust a stale view.
+FLEET_LONG_POLL_SECONDS, FLEET_MAX_STALENESS_SECONDS = 5, 10
+
+
+def compose_fleet(*, wasm_path: str = COMPOSE_WASM, data_token: str = DATA_TOKEN_PLACEHOLDER) -> dict:
+    plugin_config = {
+        "sidecar": {"cluster": "tollgate_sidecar", "data_token": data_token, "authority": "sidecar",
+                    "long_poll_seconds": FLEET_LONG_POLL_SECONDS,
+                    "max_staleness_seconds": FLEET_MAX_STALENESS_SECONDS},
+        "public_paths": ["/demo/public/"],
+        "realm": "tollgate-fleet",
+    }
+    sink_listener, sink_cluster = token_sink()
+    main = listener("tollgate", COMPOSE_LISTEN_PORT, gateway_routes(), [wasm_filter(wasm_path, plugin_config)],
+                    address="0.0.0.0")
+    clusters = [cluster("upstream", COMPOSE_UPSTREAM_PORT, address="upstream"), sink_cluster,
+                cluster("tollgate_sidecar", COMPOSE_SIDECAR_PORT, address="sidecar")]
+    return bootstrap(COMPOSE_ADMIN_PORT, [main, sink_listener], clusters, admin_address="0.0.0.0")
+
+
 COMPOSE_DIR = pathlib.Path(__file__).resolve().parent / "compose"
 
 
 def compose_files() -> dict[pathlib.Path, str]:
-    return {COMPOSE_DIR / f"envoy-{region}.json": json.dumps(compose_region(region), indent=1) + "\n"
-            for region in COMPOSE_REGIONS}
+    files = {COMPOSE_DIR / f"envoy-{region}.json": json.dumps(compose_region(region), indent=1) + "\n"
+             for region in COMPOSE_REGIONS}
+    files[COMPOSE_DIR / "envoy-fleet.json"] = json.dumps(compose_fleet(), indent=1) + "\n"
+    return files
 
 
 def compose_main(argv: list[str]) -> None:

@@ -70,6 +70,12 @@ impl Params {
         self.0.iter().any(|(n, _)| n == name)
     }
 
+    /// The parameters in arrival order; for the fuzz targets (`fuzz/`), which
+    /// compare whole parses.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_deref()))
+    }
+
     fn push(&mut self, name: String, value: Option<String>) -> Result<(), ParamsError> {
         if self.contains(&name) {
             return Err(ParamsError::Repeated);

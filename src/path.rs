@@ -45,7 +45,7 @@ pub fn is_ambiguous(path: &str) -> bool {
     if !p.starts_with('/') || p.contains("//") || p.contains('\\') {
         return true;
     }
-    if p.split('/').any(|s| s == "." || s == "..") {
+    if p.split('/').any(is_dot_segment) {
         return true;
     }
     let lower = p.as_bytes();
@@ -54,6 +54,15 @@ pub fn is_ambiguous(path: &str) -> bool {
             && ((w[1] == b'2' && matches!(w[2], b'e' | b'E' | b'f' | b'F'))
                 || (w[1] == b'5' && matches!(w[2], b'c' | b'C')))
     })
+}
+
+/// `.` or `..`, also once `;parameters` (raw or as `%3B`) are dropped, as
+/// Tomcat, Jetty and Spring do before resolving dot segments: to them
+/// `/sales/..;/hr/x` is `/hr/x`.
+fn is_dot_segment(segment: &str) -> bool {
+    let lower = segment.to_ascii_lowercase();
+    let end = [lower.find(';'), lower.find("%3b")].into_iter().flatten().min().unwrap_or(lower.len());
+    matches!(&lower[..end], "." | "..")
 }
 
 /// Whether `request_path` (query allowed) lies under `prefix`. The prefix
@@ -110,6 +119,13 @@ mod tests {
         assert!(!within_prefix("/sales/a%2Fb", "/sales/"));
         assert!(!within_prefix("/sales//x", "/sales/"));
         assert!(!within_prefix("/sales\\x", "/sales/"));
+        // Path parameters hide dot segments from us but not from Tomcat.
+        assert!(!within_prefix("/sales/..;/hr/x", "/sales/"));
+        assert!(!within_prefix("/sales/..;jsessionid=1/hr/x", "/sales/"));
+        assert!(!within_prefix("/sales/.%3B/x", "/sales/"));
+        assert!(!within_prefix("/sales/..%3b/hr/x", "/sales/"));
+        assert!(within_prefix("/sales/a;v=1/x", "/sales/"), "other path parameters are fine");
+        assert!(within_prefix("/sales/...;/x", "/sales/"));
         assert!(within_prefix("/anything/at/all", "/"));
         assert!(within_prefix("/sales/a?q=%2e%2e", "/sales/"), "query is not path");
     }

@@ -24,6 +24,12 @@ filled-in Postman environment per region (tollgate-compose-<region>.postman_envi
           "client_id": …, "client_secret": …, "kid": …, "admin_url": …, "sidecar_url": …},
    "eu": {…}}
 Ports come from the environment (TOLLGATE_US_PORT, …; see PORT_VARS).
+
+`fleet up|down`: the fleet of fleet.yaml (PostgreSQL, 3 sidecars, 3 Envoys,
+one upstream) the same way, plus `tollgate/postgres:<hash>` (Debian's
+postgresql on the local base, postgres.Dockerfile); `up` makes a demo
+profile through sidecar-1's admin API, waits until every Envoy mints a
+token and writes var/compose/fleet.json (0600). Ports: TOLLGATE_FLEET_<N>_PORT, …
 """
 from __future__ import annotations
 
@@ -229,14 +235,21 @@ def envoy_base_image(base: str) -> str:
     return tag
 
 
-def remove_stale_images(current: str) -> None:
+def remove_stale_images(current: str, postgres: str | None = None) -> None:
     """Every new build of the filter or the sidecar makes new content tags:
     drop the older ones of ours (16 hex digits; a user's `latest` stays)
     unless a container still uses them (docker refuses those), and the
-    untagged stages our builds left."""
+    untagged stages our builds left. The fleet's tollgate/postgres has its
+    own tag (`postgres`); a run that does not know it (the regions') keeps
+    every one."""
     out = run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", "tollgate/*"], check=False).stdout
-    stale = [ref for ref in out.split() if len(tag := ref.rsplit(":", 1)[1]) == 16 and
-             all(c in "0123456789abcdef" for c in tag) and tag != current]
+    stale = []
+    for ref in out.split():
+        repo, tag = ref.rsplit(":", 1)
+        if len(tag) != 16 or any(c not in "0123456789abcdef" for c in tag):
+            continue
+        if (tag != postgres and postgres is not None) if repo == "tollgate/postgres" else tag != current:
+            stale.append(ref)
     # The classic builder leaves the `artifacts` stage behind untagged.
     for image in run(["docker", "images", "-q", "--filter", "dangling=true"], check=False).stdout.split():
         history = run(["docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}", image], check=False).stdout
@@ -244,6 +257,13 @@ def remove_stale_images(current: str) -> None:
             stale.append(image)
     if stale:
         run(["docker", "rmi", *stale], check=False)
+
+
+POSTGRES_INPUTS = [HERE / "postgres.Dockerfile", HERE / "bin" / "tollgate-postgres-entrypoint"]
+
+
+def postgres_tag(base: str) -> str:
+    return digest(base, *(sha256_file(p) for p in POSTGRES_INPUTS))
 
 
 def image_env() -> dict[str, str]:
@@ -414,14 +434,183 @@ class Stack:
         self.run("down", "-v", "--remove-orphans", "--timeout", "5", check=False)
 
 
+# --- the fleet (fleet.yaml) ---------------------------------------------------
+
+FLEET_FILE = HERE / "fleet.yaml"
+DEFAULT_FLEET_PROJECT = "tollgate-fleet"
+DEFAULT_FLEET_CLIENTS = ROOT / "var" / "compose" / "fleet.json"
+CELLS = [1, 2, 3]
+# Per cell: (Envoy, Envoy admin, sidecar) published on 127.0.0.1.
+FLEET_PORT_VARS = {n: tuple(f"TOLLGATE_FLEET_{n}_{kind}PORT" for kind in ("", "ADMIN_", "SIDECAR_")) for n in CELLS}
+DEFAULT_FLEET_PORTS = {n: (10300 + 10 * n, 10301 + 10 * n, 10302 + 10 * n) for n in CELLS}
+
+
+def http(method: str, url: str, *, token: str | None = None, body: dict | None = None,
+         timeout: float = 10) -> tuple[int, dict]:
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, method=method, headers=headers,
+                                 data=None if body is None else json.dumps(body).encode())
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        with contextlib.suppress(ValueError):
+            return e.code, json.loads(e.read() or b"{}")
+        return e.code, {}
+
+
+class Fleet:
+    """One compose project of the fleet: PostgreSQL, sidecar-N and envoy-N
+    for each cell, one upstream."""
+
+    def __init__(self, project: str = DEFAULT_FLEET_PROJECT, ports: dict[int, tuple[int, int, int]] | None = None):
+        self.project = project
+        if ports is None:
+            ports = {n: tuple(int(os.environ.get(v, d)) for v, d in zip(FLEET_PORT_VARS[n], DEFAULT_FLEET_PORTS[n]))
+                     for n in CELLS}
+        self.ports = ports
+        self.compose = compose_cmd()
+        self.env = {**os.environ, **{v: str(p) for n in CELLS for v, p in zip(FLEET_PORT_VARS[n], ports[n])},
+                    "DOCKER_BUILDKIT": os.environ.get("DOCKER_BUILDKIT", "0")}
+        self.admin_tokens: dict[int, str] = {}
+
+    def cmd(self, *args: str) -> list[str]:
+        return [*self.compose, "-p", self.project, "-f", str(FLEET_FILE), *args]
+
+    def run(self, *args: str, check: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
+        return run(self.cmd(*args), check=check, env=self.env, timeout=timeout)
+
+    def base_url(self, n: int) -> str:
+        return f"http://127.0.0.1:{self.ports[n][0]}"
+
+    def admin_url(self, n: int) -> str:
+        return f"http://127.0.0.1:{self.ports[n][1]}"
+
+    def sidecar_url(self, n: int) -> str:
+        return f"http://127.0.0.1:{self.ports[n][2]}"
+
+    def container(self, service: str) -> str:
+        return self.run("ps", "-q", service).stdout.strip()
+
+    def store_network(self) -> str:
+        """The network PostgreSQL is on (compose prefixes it with the
+        project's normalised name)."""
+        out = run(["docker", "inspect", "-f", "{{json .NetworkSettings.Networks}}", self.container("postgres")])
+        (name,) = json.loads(out.stdout)
+        return name
+
+    def admin(self, n: int, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        return http(method, f"{self.sidecar_url(n)}/admin/v1{path}", token=self.admin_tokens[n], body=body)
+
+    def images(self) -> None:
+        self.env.update(image_env())
+        self.env["TOLLGATE_POSTGRES_TAG"] = postgres_tag(self.env["TOLLGATE_BASE_IMAGE"])
+        wanted = {"envoy-1": "envoy", "sidecar-1": "sidecar", "upstream": "upstream"}
+        missing = [svc for svc, name in wanted.items()
+                   if not image_exists(f"tollgate/{name}:{self.env['TOLLGATE_IMAGE_TAG']}")]
+        if not image_exists(f"tollgate/postgres:{self.env['TOLLGATE_POSTGRES_TAG']}"):
+            missing.append("postgres")
+        if missing:
+            say(f"building {', '.join(missing)} (tollgate/postgres: Debian's postgresql on the local base)")
+            with build_lock("images"):
+                self.run("build", *missing)
+                remove_stale_images(self.env["TOLLGATE_IMAGE_TAG"], self.env["TOLLGATE_POSTGRES_TAG"])
+
+    def up(self, clients_path: pathlib.Path = DEFAULT_FLEET_CLIENTS, timeout: float = 180) -> dict:
+        self.images()
+        say(f"starting compose project {self.project} (Envoys on "
+            f"{', '.join(self.base_url(n) for n in CELLS)})")
+        self.run("up", "-d", "--no-build")
+        self.wait_healthy(timeout)
+        for n in CELLS:
+            self.admin_tokens[n] = self.run("exec", "-T", f"sidecar-{n}", "cat", "/var/lib/tollgate/admin-token",
+                                            timeout=60).stdout.strip()
+        previous = {}
+        with contextlib.suppress(OSError, ValueError):
+            previous = json.loads(clients_path.read_text())
+        client = self.demo_client(previous)
+        for n in CELLS:
+            self.wait_for_token(n, client, timeout)
+        clients = {**client, "cells": {str(n): {
+            "base_url": self.base_url(n), "token_url": self.base_url(n) + "/oauth2/token",
+            "admin_url": self.admin_url(n), "sidecar_url": self.sidecar_url(n)} for n in CELLS}}
+        write_private(clients_path, json.dumps(clients, indent=1) + "\n")
+        return clients
+
+    def wait_healthy(self, timeout: float, services: list[str] | None = None) -> None:
+        deadline = time.monotonic() + timeout
+        ids = [self.container(s) for s in services] if services else []
+        expected = len(services) if services else 2 + 2 * len(CELLS)
+        states: list[str] = []
+        while time.monotonic() < deadline:
+            current = ids or self.run("ps", "-q").stdout.split()
+            if current:
+                out = run(["docker", "inspect", "-f", "{{.Name}} {{.State.Status}} {{.State.Health.Status}}",
+                           *current])
+                states = [s for s in out.stdout.split("\n") if s]
+                if len(current) == expected and all(s.endswith(" healthy") for s in states):
+                    return
+                if any(" exited " in s or " dead " in s for s in states):
+                    break
+            time.sleep(0.5)
+        logs = self.run("logs", "--tail", "30", check=False).stdout
+        raise SystemExit(f"compose: the fleet did not become healthy: {states}\n{logs[-6000:]}")
+
+    def demo_client(self, previous: dict) -> dict:
+        """The fleet's demo profile (allowed prefix /demo/), made through
+        sidecar-1 and reused while it exists with the key it was recorded
+        with."""
+        if previous.get("profile_id"):
+            status, shown = self.admin(1, "GET", f"/profiles/{previous['profile_id']}")
+            if status == 200 and shown.get("kid", shown.get("profile", {}).get("kid")) == previous.get("kid"):
+                return {k: previous[k] for k in ("profile_id", "client_id", "client_secret", "kid")}
+        status, made = self.admin(1, "POST", "/profiles", {"name": "demo-fleet", "allowed_prefixes": ["/demo/"]})
+        if status != 201:
+            raise SystemExit(f"compose: could not create the fleet's demo profile ({status}: {made})")
+        return {"profile_id": made["profile"]["id"], "client_id": made["profile"]["client_id"],
+                "client_secret": made["client_secret"], "kid": made["profile"]["kid"]}
+
+    def wait_for_token(self, n: int, client: dict, timeout: float) -> None:
+        basic = base64.b64encode(f"{client['client_id']}:{client['client_secret']}".encode()).decode()
+        req = urllib.request.Request(self.base_url(n) + "/oauth2/token", data=b"grant_type=client_credentials",
+                                     method="POST", headers={"Authorization": f"Basic {basic}",
+                                                             "Content-Type": "application/x-www-form-urlencoded"})
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    if r.status == 200:
+                        return
+            except urllib.error.HTTPError as e:
+                last = e.code
+            except OSError as e:
+                last = e
+            time.sleep(0.25)
+        raise SystemExit(f"compose: envoy-{n} never minted a token for the demo client (last: {last})")
+
+    def down(self, grace: int = 5) -> None:
+        """`grace`: seconds each container gets to stop (the demo upstream
+        ignores SIGTERM and always takes all of it)."""
+        self.run("down", "-v", "--remove-orphans", "--timeout", str(grace), check=False)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("action", choices=["up", "down", "images"])
-    ap.add_argument("--project", default=os.environ.get("TOLLGATE_COMPOSE_PROJECT", DEFAULT_PROJECT))
-    ap.add_argument("--clients", type=pathlib.Path, default=DEFAULT_CLIENTS)
+    ap.add_argument("action", choices=["up", "down", "images", "fleet"])
+    ap.add_argument("fleet_action", nargs="?", choices=["up", "down"], help="with `fleet`")
+    ap.add_argument("--project", default=os.environ.get("TOLLGATE_COMPOSE_PROJECT"))
+    ap.add_argument("--clients", type=pathlib.Path)
     a = ap.parse_args()
     if not docker_ready():
         raise SystemExit("compose: no Docker engine answers (docker info)")
+    if a.action == "fleet":
+        fleet_main(a.fleet_action, a.project or DEFAULT_FLEET_PROJECT, a.clients or DEFAULT_FLEET_CLIENTS)
+        return
+    a.project = a.project or DEFAULT_PROJECT
+    a.clients = a.clients or DEFAULT_CLIENTS
     if a.action == "images":
         for key, value in image_env().items():
             print(f"{key}={value}")
@@ -449,6 +638,30 @@ def main() -> None:
     print(f"\nPostman: import postman/tollgate.postman_collection.json and {os.path.dirname(rel) or '.'}/"
           "tollgate-compose-<region>.postman_environment.json (filled in).")
     print("Stop it (and delete its volumes): ./build.sh compose down")
+
+
+def fleet_main(action: str | None, project: str, clients_path: pathlib.Path) -> None:
+    fleet = Fleet(project)
+    if action == "down":
+        fleet.down()
+        if project == DEFAULT_FLEET_PROJECT:  # credentials of the deleted store
+            with contextlib.suppress(FileNotFoundError):
+                clients_path.unlink()
+        return
+    if action != "up":
+        raise SystemExit("usage: stack.py fleet up|down")
+    c = fleet.up(clients_path)
+    rel = os.path.relpath(clients_path, ROOT) if clients_path.is_relative_to(ROOT) else str(clients_path)
+    print(f"\nTollgate's fleet is up (project {project}): PostgreSQL, 3 sidecars, 3 Envoys; demo client in {rel}:")
+    print(f"  client_id={c['client_id']} client_secret={c['client_secret']}")
+    for n, cell in c["cells"].items():
+        print(f"  cell {n}: Envoy {cell['base_url']}  sidecar {cell['sidecar_url']}  "
+              f"(admin token: {' '.join(fleet.compose)} -p {project} -f envoy/compose/fleet.yaml exec sidecar-{n} "
+              "cat /var/lib/tollgate/admin-token)")
+    base = c["cells"]["1"]["base_url"]
+    print(f"""
+    curl -s -u '{c['client_id']}:{c['client_secret']}' -d grant_type=client_credentials {base}/oauth2/token""")
+    print("Stop it (and delete its volumes): ./build.sh compose fleet down")
 
 
 if __name__ == "__main__":

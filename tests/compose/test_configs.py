@@ -11,7 +11,7 @@ import render
 
 def test_committed_configs_are_rendered_by_render_py():
     files = render.compose_files()
-    assert {p.name for p in files} == {"envoy-us.json", "envoy-eu.json"}
+    assert {p.name for p in files} == {"envoy-us.json", "envoy-eu.json", "envoy-fleet.json"}
     for path, text in files.items():
         assert path.read_text() == text, f"{path.name} is stale: run python3 envoy/render.py compose"
 
@@ -24,6 +24,14 @@ def test_envoy_validates_the_region_config(region, tmp_path):
     assert vhosts[0]["domains"] == render.COMPOSE_REGIONS[region] + ["127.0.0.1", "localhost"]
     path = tmp_path / "envoy.json"
     path.write_text(json.dumps(cfg))
+    out = subprocess.run([harness.ENVOY, "--mode", "validate", "-c", str(path), "-l", "error"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_envoy_validates_the_fleet_config(tmp_path):
+    path = tmp_path / "envoy.json"
+    path.write_text(json.dumps(render.compose_fleet(wasm_path=harness.WASM, data_token="ab" * 32)))
     out = subprocess.run([harness.ENVOY, "--mode", "validate", "-c", str(path), "-l", "error"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
