@@ -147,10 +147,31 @@ def bootstrap(admin_port: int, listeners: list, clusters: list, *, admin_address
     }
 
 
-def gateway_routes(token_path: str = "/oauth2/token") -> list:
+def identity_route_headers(plugin_config: dict) -> dict:
+    """For `identity_headers.set_by: "route"`: the route fields that set the
+    identity headers from the filter state Tollgate publishes and drop
+    Authorization (unless keep_authorization); empty in the default mode,
+    where the filter changes the headers itself."""
+    identity = plugin_config.get("identity_headers") or {}
+    if identity.get("set_by") != "route":
+        return {}
+    names = {"client_id": identity.get("client_id", "x-tollgate-client-id"),
+             "profile_id": identity.get("profile_id", "x-tollgate-profile-id")}
+    fields = {"request_headers_to_add": [
+        # Overwrite: only the filter's value may reach the upstream. Without
+        # filter state (public paths) the value is empty and no header is added.
+        {"header": {"key": name, "value": f"%FILTER_STATE(wasm.tollgate.{field}:PLAIN)%"},
+         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+        for field, name in names.items()]}
+    if not plugin_config.get("keep_authorization"):
+        fields["request_headers_to_remove"] = ["authorization"]
+    return fields
+
+
+def gateway_routes(token_path: str = "/oauth2/token", plugin_config: dict | None = None) -> list:
     return [
         {"match": {"path": token_path}, "route": {"cluster": SINK_LISTENER, "timeout": "30s"}},
-        {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}},
+        {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}, **identity_route_headers(plugin_config or {})},
     ]
 
 
@@ -162,8 +183,8 @@ def gateway(*, port: int, admin_port: int, upstream_port: int, wasm_path: str, p
     clusters = [cluster("upstream", upstream_port), sink_cluster]
     if sidecar_port is not None:
         clusters.append(cluster("tollgate_sidecar", sidecar_port))
-    main = listener("tollgate", port, gateway_routes(token_path), [wasm_filter(wasm_path, plugin_config, hold=hold)],
-                    **hcm_options)
+    main = listener("tollgate", port, gateway_routes(token_path, plugin_config),
+                    [wasm_filter(wasm_path, plugin_config, hold=hold)], **hcm_options)
     return bootstrap(admin_port, [main, sink_listener], clusters)
 
 

@@ -66,13 +66,37 @@ impl Default for RawConfig {
 struct RawIdentityHeaders {
     client_id: String,
     profile_id: String,
+    set_by: String,
 }
 
 impl Default for RawIdentityHeaders {
     fn default() -> Self {
-        Self { client_id: "x-tollgate-client-id".into(), profile_id: "x-tollgate-profile-id".into() }
+        Self {
+            client_id: "x-tollgate-client-id".into(),
+            profile_id: "x-tollgate-profile-id".into(),
+            set_by: "filter".into(),
+        }
     }
 }
+
+/// Who writes the identity headers of an authorized request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdentitySetBy {
+    /// The filter sets them and removes `Authorization` (header mutations).
+    Filter,
+    /// The filter publishes the identity as filter state
+    /// ([`IDENTITY_CLIENT_ID_PROPERTY`], [`IDENTITY_PROFILE_ID_PROPERTY`]) and
+    /// changes no header; the route's `request_headers_to_add` /
+    /// `request_headers_to_remove` set them and remove `Authorization`. Each
+    /// request-header mutation makes Envoy clear the route cache and match the
+    /// route again; this way a guarded request mutates nothing.
+    Route,
+}
+
+/// Filter state the `route` mode publishes, read by Envoy as
+/// `%FILTER_STATE(wasm.tollgate.client_id:PLAIN)%`.
+pub const IDENTITY_CLIENT_ID_PROPERTY: &str = "tollgate.client_id";
+pub const IDENTITY_PROFILE_ID_PROPERTY: &str = "tollgate.profile_id";
 
 /// Decoded member by member like the document itself, so an error names
 /// `lockout.<field>` (and no derive adds to the .wasm).
@@ -143,6 +167,7 @@ pub struct Config {
     pub public_paths: Vec<String>,
     pub client_id_header: String,
     pub profile_id_header: String,
+    pub identity_set_by: IdentitySetBy,
     pub keep_authorization: bool,
     pub realm: String,
     pub max_body_bytes: usize,
@@ -373,6 +398,11 @@ impl Config {
         if raw.identity_headers.client_id == raw.identity_headers.profile_id {
             return Err(err("identity_headers", "client_id and profile_id must be different headers"));
         }
+        let identity_set_by = match raw.identity_headers.set_by.as_str() {
+            "filter" => IdentitySetBy::Filter,
+            "route" => IdentitySetBy::Route,
+            _ => return Err(err("identity_headers.set_by", "must be \"filter\" or \"route\"")),
+        };
         if raw.realm.is_empty()
             || raw.realm.len() > 128
             || !raw.realm.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
@@ -436,6 +466,7 @@ impl Config {
             public_paths: raw.public_paths,
             client_id_header: raw.identity_headers.client_id,
             profile_id_header: raw.identity_headers.profile_id,
+            identity_set_by,
             keep_authorization: raw.keep_authorization,
             realm: raw.realm,
             max_body_bytes: raw.max_token_request_bytes,
@@ -490,9 +521,12 @@ pub(crate) mod tests {
         assert_eq!(c.client_id_header, "x-tollgate-client-id");
         assert_eq!(c.profile_id_header, "x-tollgate-profile-id");
         assert!(!c.keep_authorization);
+        assert_eq!(c.identity_set_by, IdentitySetBy::Filter);
         assert_eq!(c.static_profiles.as_ref().unwrap().len(), 1);
         assert!(c.issuers.is_empty());
         assert!(c.metrics);
+        let c = static_config(serde_json::json!({"identity_headers": {"set_by": "route"}}));
+        assert_eq!(c.identity_set_by, IdentitySetBy::Route);
     }
 
     fn refused(json: &str) -> ConfigError {
@@ -510,6 +544,10 @@ pub(crate) mod tests {
         assert_eq!(
             refused(r#"{"identity_headers":{"client_id":"X-Bad"},"profiles":[]}"#).field,
             "identity_headers.client_id"
+        );
+        assert_eq!(
+            refused(r#"{"identity_headers":{"set_by":"upstream"},"profiles":[]}"#).field,
+            "identity_headers.set_by"
         );
         assert_eq!(refused(r#"{"realm":"a\"b","profiles":[]}"#).field, "realm");
         assert_eq!(refused(r#"{"max_token_request_bytes":1,"profiles":[]}"#).field, "max_token_request_bytes");

@@ -4,7 +4,7 @@
 
 use std::rc::Rc;
 
-use crate::config::Config;
+use crate::config::{Config, IdentitySetBy, IDENTITY_CLIENT_ID_PROPERTY, IDENTITY_PROFILE_ID_PROPERTY};
 use crate::discovery;
 use crate::error::{BearerError, TokenError};
 use crate::guard::{self, VerifiedCache};
@@ -28,11 +28,17 @@ pub trait RequestHost {
     /// map out once the headers moved on).
     fn request_headers(&self) -> HeaderPairs;
     fn set_request_header(&mut self, name: &str, value: Option<&str>);
+    /// Publishes a value for the rest of the request's processing (Envoy:
+    /// filter state `wasm.<name>`).
+    fn set_property(&mut self, name: &str, value: &str);
     fn request_body(&self, size: usize) -> Option<Vec<u8>>;
     fn respond(&mut self, response: LocalResponse);
-    fn now_secs(&self) -> u64;
+    /// The wall clock in milliseconds: read once per request.
+    fn now_millis(&self) -> u64;
     fn jti(&mut self) -> [u8; 16];
-    fn profiles(&mut self) -> Result<(Rc<dyn ProfileLookup>, u64), &'static str>;
+    /// `now_ms` is the request's one clock read: staleness is judged at the
+    /// same instant as the token's lifetime.
+    fn profiles(&mut self, now_ms: u64) -> Result<(Rc<dyn ProfileLookup>, u64), &'static str>;
     /// The downstream peer (`source.address`, `ip:port`), for the lockout's
     /// per-source bucket; asked for only when that bucket is needed.
     fn source_address(&self) -> Option<String>;
@@ -149,18 +155,28 @@ impl RequestFlow {
             self.state = State::Passed;
             return Action::Continue;
         }
-        let outcome = host.profiles().map_err(BearerError::Unavailable).and_then(|(set, generation)| {
+        let now_ms = host.now_millis();
+        let now = now_ms / 1000;
+        let outcome = host.profiles(now_ms).map_err(BearerError::Unavailable).and_then(|(set, generation)| {
             let auth = headers.get("authorization");
-            let now = host.now_secs();
             guard::authorize(auth.as_deref(), &path, &*set, generation, now, cfg.leeway, cache)
         });
         match outcome {
             Ok(profile) => {
                 host.record(Outcome::GuardAllowed);
-                host.set_request_header(&cfg.client_id_header, Some(&profile.client_id));
-                host.set_request_header(&cfg.profile_id_header, Some(&profile.id));
-                if !cfg.keep_authorization {
-                    host.set_request_header("authorization", None);
+                match cfg.identity_set_by {
+                    IdentitySetBy::Filter => {
+                        host.set_request_header(&cfg.client_id_header, Some(&profile.client_id));
+                        host.set_request_header(&cfg.profile_id_header, Some(&profile.id));
+                        if !cfg.keep_authorization {
+                            host.set_request_header("authorization", None);
+                        }
+                    }
+                    // The route sets the headers and drops Authorization.
+                    IdentitySetBy::Route => {
+                        host.set_property(IDENTITY_CLIENT_ID_PROPERTY, &profile.client_id);
+                        host.set_property(IDENTITY_PROFILE_ID_PROPERTY, &profile.id);
+                    }
                 }
                 self.state = State::Passed;
                 Action::Continue
@@ -264,8 +280,9 @@ impl RequestFlow {
         };
         let body = if size == 0 { Vec::new() } else { host.request_body(size).unwrap_or_default() };
         let outcome = token_request::parse(&head.view(), &format, &body).and_then(|creds| {
-            let (set, _) = host.profiles().map_err(TokenError::Unavailable)?;
-            issue_with_lockout(host, cfg, &creds, &*set)
+            let now_ms = host.now_millis();
+            let (set, _) = host.profiles(now_ms).map_err(TokenError::Unavailable)?;
+            issue_with_lockout(host, cfg, &creds, &*set, now_ms / 1000)
         });
         match outcome {
             // Success is not logged: the access log has it, and the hot path
@@ -299,8 +316,8 @@ fn issue_with_lockout(
     cfg: &Config,
     creds: &ClientCredentials,
     set: &dyn ProfileLookup,
+    now: u64,
 ) -> Result<String, TokenError> {
-    let now = host.now_secs();
     let jti = host.jti();
     let Some(lock) = &cfg.lockout else {
         return token_endpoint::issue(creds, set, now, cfg.token_lifetime, &jti);
@@ -345,6 +362,10 @@ mod tests {
         outcomes: Vec<Outcome>,
         store: MemStore,
         source: Option<String>,
+        clock_reads: std::cell::Cell<u32>,
+        profiles_at: Vec<u64>,
+        properties: Vec<(String, String)>,
+        mutations: u32,
     }
 
     impl Fake {
@@ -358,6 +379,7 @@ mod tests {
             self.headers.iter().map(|(n, v)| (n.clone().into_bytes(), v.clone().into_bytes())).collect()
         }
         fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+            self.mutations += 1;
             self.headers.retain(|(n, _)| n != name);
             if let Some(v) = value {
                 self.headers.push((name.into(), v.into()));
@@ -370,14 +392,19 @@ mod tests {
             assert!(self.response.is_none(), "responded twice");
             self.response = Some(response);
         }
-        fn now_secs(&self) -> u64 {
-            self.now
+        fn set_property(&mut self, name: &str, value: &str) {
+            self.properties.push((name.into(), value.into()));
+        }
+        fn now_millis(&self) -> u64 {
+            self.clock_reads.set(self.clock_reads.get() + 1);
+            self.now * 1000
         }
         fn jti(&mut self) -> [u8; 16] {
             self.counter += 1;
             [self.counter; 16]
         }
-        fn profiles(&mut self) -> Result<(Rc<dyn ProfileLookup>, u64), &'static str> {
+        fn profiles(&mut self, now_ms: u64) -> Result<(Rc<dyn ProfileLookup>, u64), &'static str> {
+            self.profiles_at.push(now_ms);
             if self.unavailable {
                 return Err("no profile snapshot has been loaded yet");
             }
@@ -450,6 +477,74 @@ mod tests {
         assert_eq!(g.request_header("x-tollgate-client-id").as_deref(), Some("client-1"));
         assert_eq!(g.request_header("x-tollgate-profile-id"), Some(record(1).id));
         assert_eq!(g.request_header("authorization"), None);
+    }
+
+    /// `identity_headers.set_by: route`: the identity goes out as filter
+    /// state and no header changes, bar client-sent copies and look-alikes of
+    /// the identity headers, which the filter still drops.
+    #[test]
+    fn route_mode_publishes_the_identity_and_mutates_nothing() {
+        let cfg = static_config(serde_json::json!({"identity_headers": {"set_by": "route"}}));
+        let basic = format!("Basic {}", b64::std_encode(b"client-1:secret-1"));
+        let mut h = fake(
+            &[(":method", "POST"), (":path", "/oauth2/token"), FORM, ("authorization", &basic)],
+            "grant_type=client_credentials",
+        );
+        token(&cfg, &mut h);
+        let at = json(h.response.as_ref().unwrap())["access_token"].as_str().unwrap().to_owned();
+        let auth = format!("Bearer {at}");
+        let mut cache = VerifiedCache::new(16);
+
+        let mut g = fake(&[(":method", "GET"), (":path", "/sales/x"), ("authorization", &auth)], "");
+        assert_eq!(RequestFlow::default().on_request_headers(&mut g, &cfg, &mut cache, true), Action::Continue);
+        assert_eq!(g.mutations, 0);
+        let published = [
+            (IDENTITY_CLIENT_ID_PROPERTY.to_owned(), "client-1".to_owned()),
+            (IDENTITY_PROFILE_ID_PROPERTY.to_owned(), record(1).id),
+        ];
+        assert_eq!(g.properties, published);
+
+        let mut g = fake(
+            &[
+                (":method", "GET"),
+                (":path", "/sales/x"),
+                ("authorization", &auth),
+                ("x-tollgate-client-id", "forged"),
+                ("X_Tollgate_Profile_Id", "forged"),
+            ],
+            "",
+        );
+        assert_eq!(RequestFlow::default().on_request_headers(&mut g, &cfg, &mut cache, true), Action::Continue);
+        assert_eq!(g.request_header("x-tollgate-client-id"), None);
+        assert_eq!(g.request_header("X_Tollgate_Profile_Id"), None);
+        assert_eq!(g.properties, published);
+
+        // Refused: nothing published.
+        let mut g = fake(&[(":method", "GET"), (":path", "/hr/x"), ("authorization", &auth)], "");
+        RequestFlow::default().on_request_headers(&mut g, &cfg, &mut cache, true);
+        assert_eq!(g.response.as_ref().unwrap().status, 403);
+        assert!(g.properties.is_empty());
+    }
+
+    /// The clock is a hostcall: one read per request serves the profile
+    /// set's staleness check and the token's lifetime alike.
+    #[test]
+    fn one_clock_read_per_request() {
+        let cfg = static_config(serde_json::json!({}));
+        let basic = format!("Basic {}", b64::std_encode(b"client-1:secret-1"));
+        let mut h = fake(
+            &[(":method", "POST"), (":path", "/oauth2/token"), FORM, ("authorization", &basic)],
+            "grant_type=client_credentials",
+        );
+        token(&cfg, &mut h);
+        assert_eq!((h.clock_reads.get(), &h.profiles_at[..]), (1, &[h.now * 1000][..]));
+        let at = json(h.response.as_ref().unwrap())["access_token"].as_str().unwrap().to_owned();
+
+        let auth = format!("Bearer {at}");
+        let mut g = fake(&[(":method", "GET"), (":path", "/sales/x"), ("authorization", &auth)], "");
+        let mut cache = VerifiedCache::new(16);
+        assert_eq!(RequestFlow::default().on_request_headers(&mut g, &cfg, &mut cache, true), Action::Continue);
+        assert_eq!((g.clock_reads.get(), &g.profiles_at[..]), (1, &[g.now * 1000][..]));
     }
 
     #[test]

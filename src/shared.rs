@@ -20,7 +20,7 @@
 //! rewrites a few small keys and the stamp, whatever the number of profiles,
 //! and each worker re-reads only the profiles its requests touch.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -177,7 +177,16 @@ pub struct SharedProfiles<S> {
     store: S,
     view: RefCell<View>,
     budget: usize,
+    /// When the stamp was last read and found usable (ms), and its generation.
+    checked: Cell<Option<(u64, u64)>>,
 }
+
+/// How long a usable stamp is trusted without reading it again. A stamp read
+/// is a shared-data hostcall (a lock in Envoy, a copy into the VM); at
+/// thousands of requests per second per worker, most requests then skip it,
+/// and a published change (a rotation, a revocation) reaches this worker at
+/// most this much later.
+pub const STAMP_RECHECK_MS: u64 = 5;
 
 impl<S: SharedStore> SharedProfiles<S> {
     pub fn new(store: S) -> Self {
@@ -185,7 +194,7 @@ impl<S: SharedStore> SharedProfiles<S> {
     }
 
     pub fn with_budget(store: S, budget: usize) -> Self {
-        Self { store, view: RefCell::new(View::default()), budget }
+        Self { store, view: RefCell::new(View::default()), budget, checked: Cell::new(None) }
     }
 
     /// The estimated bytes this worker remembers (bounded by the budget).
@@ -205,6 +214,20 @@ impl<S: SharedStore> SharedProfiles<S> {
             *view = View { generation: Some(stamp.generation), ..View::default() };
         }
         Ok(stamp.generation)
+    }
+
+    /// [`Self::refresh`], at most once per [`STAMP_RECHECK_MS`]: in between,
+    /// the generation last found usable. A stamp that was missing or stale is
+    /// read again on the next call.
+    pub fn refresh_recent(&self, now_ms: u64, max_staleness: Option<u64>) -> Result<u64, &'static str> {
+        if let Some((at, generation)) = self.checked.get() {
+            if now_ms.checked_sub(at).is_some_and(|age| age < STAMP_RECHECK_MS) {
+                return Ok(generation);
+            }
+        }
+        let result = self.refresh(now_ms / 1000, max_staleness);
+        self.checked.set(result.ok().map(|generation| (now_ms, generation)));
+        result
     }
 
     fn load_kid(&self, kid: &str) -> Option<Rc<Profile>> {
@@ -533,6 +556,30 @@ pub(crate) mod tests {
         p.touch(&store, 131).unwrap();
         assert_eq!(view.refresh(131, Some(30)), Ok(g), "touch keeps the generation");
         assert_eq!(p.revision(), 5);
+    }
+
+    #[test]
+    fn a_usable_stamp_is_trusted_for_a_few_milliseconds_only() {
+        let store = MemStore::default();
+        let view = SharedProfiles::new(store.clone());
+        let t = 100_000; // ms
+        assert_eq!(view.refresh_recent(t, None), Err(NOT_LOADED));
+        let mut p = Publisher::default();
+        p.apply_snapshot(&store, &snapshot(1, vec![record(1)]), 100).unwrap();
+        // Not remembered while unusable: the snapshot is seen at once.
+        let g1 = view.refresh_recent(t, None).unwrap();
+        // Within the window the stamp is not read again...
+        store.0.borrow_mut().remove(STAMP_KEY);
+        assert_eq!(view.refresh_recent(t + STAMP_RECHECK_MS - 1, None), Ok(g1));
+        // ...and after it, it is (here: gone, so unusable).
+        assert_eq!(view.refresh_recent(t + STAMP_RECHECK_MS, None), Err(NOT_LOADED));
+        p.apply_snapshot(&store, &snapshot(3, vec![record(3)]), 100).unwrap();
+        let g3 = view.refresh_recent(t + STAMP_RECHECK_MS, None).unwrap();
+        assert_ne!(g3, g1);
+        // A clock that steps back does not extend the window.
+        assert!(view.refresh_recent(t, None).is_ok());
+        // Staleness is judged in seconds of the same clock.
+        assert_eq!(view.refresh_recent(1_000_000, Some(30)), Err(STALE));
     }
 
     #[test]

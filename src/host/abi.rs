@@ -50,6 +50,7 @@ extern "C" {
     ) -> u32;
     fn proxy_set_shared_data(key: *const u8, key_size: usize, value: *const u8, value_size: usize, cas: u32) -> u32;
     fn proxy_get_property(path: *const u8, path_size: usize, data: *mut *mut u8, size: *mut usize) -> u32;
+    fn proxy_set_property(path: *const u8, path_size: usize, value: *const u8, value_size: usize) -> u32;
     fn proxy_get_shared_data(
         key: *const u8,
         key_size: usize,
@@ -171,6 +172,13 @@ pub(crate) fn property(path: &[&str]) -> Result<Option<Vec<u8>>, Status> {
         NOT_FOUND => Ok(None),
         other => Err(Status(other)),
     }
+}
+
+/// Sets a one-segment property: Envoy keeps it as filter state
+/// `wasm.<name>` of the request.
+pub(crate) fn set_property(name: &str, value: &str) -> Result<(), Status> {
+    // SAFETY: both pointers are valid for their sizes during the call.
+    check(unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) })
 }
 
 /// A shared-data value and its CAS, `None` when absent.

@@ -7,8 +7,8 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, LogLevel};
 
 use super::abi;
+use super::log;
 use super::root::Worker;
-use super::{log, now_secs};
 use crate::flow::{self, RequestFlow, RequestHost};
 use crate::metrics::Outcome;
 use crate::profile::ProfileLookup;
@@ -69,6 +69,12 @@ impl RequestHost for Host<'_> {
         }
     }
 
+    fn set_property(&mut self, name: &str, value: &str) {
+        if let Err(abi::Status(s)) = abi::set_property(name, value) {
+            log(LogLevel::Error, &format!("could not set property {name}: status {s}"));
+        }
+    }
+
     fn request_body(&self, size: usize) -> Option<Vec<u8>> {
         abi::buffer(abi::REQUEST_BODY, 0, size).ok()
     }
@@ -77,16 +83,16 @@ impl RequestHost for Host<'_> {
         Host::send(r);
     }
 
-    fn now_secs(&self) -> u64 {
-        now_secs()
+    fn now_millis(&self) -> u64 {
+        abi::current_time_nanos().map_or(0, |ns| ns / 1_000_000)
     }
 
     fn jti(&mut self) -> [u8; 16] {
         self.worker.jti.borrow_mut().next()
     }
 
-    fn profiles(&mut self) -> Result<(Rc<dyn ProfileLookup>, u64), &'static str> {
-        self.worker.profiles.current()
+    fn profiles(&mut self, now_ms: u64) -> Result<(Rc<dyn ProfileLookup>, u64), &'static str> {
+        self.worker.profiles.current(now_ms)
     }
 
     fn source_address(&self) -> Option<String> {

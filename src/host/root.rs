@@ -30,11 +30,11 @@ pub(crate) enum ProfileSource {
 }
 
 impl ProfileSource {
-    pub(crate) fn current(&self) -> Result<(Rc<dyn ProfileLookup>, u64), &'static str> {
+    pub(crate) fn current(&self, now_ms: u64) -> Result<(Rc<dyn ProfileLookup>, u64), &'static str> {
         match self {
             Self::Static(set) => Ok((Rc::clone(set) as Rc<dyn ProfileLookup>, 0)),
             Self::Shared { view, max_staleness } => {
-                let generation = view.refresh(super::now_secs(), *max_staleness)?;
+                let generation = view.refresh_recent(now_ms, *max_staleness)?;
                 Ok((Rc::clone(view) as Rc<dyn ProfileLookup>, generation))
             }
         }
