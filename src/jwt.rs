@@ -283,7 +283,9 @@ mod tests {
         // Sanity: valid UTF-8 in those members verifies.
         assert!(verify(&sign_bytes(&p.key, h.as_bytes(), c.as_bytes()), lookup(&p)).is_ok());
         // The same with the member's value a lone 0xff byte.
-        let bad = |s: &str| s.replace('\u{fffd}', "\u{1}").bytes().map(|b| if b == 1 { 0xff } else { b }).collect::<Vec<u8>>();
+        let bad = |s: &str| {
+            s.replace('\u{fffd}', "\u{1}").bytes().map(|b| if b == 1 { 0xff } else { b }).collect::<Vec<u8>>()
+        };
         let t = sign_bytes(&p.key, &bad(&h), c.as_bytes());
         assert_eq!(verify(&t, lookup(&p)).unwrap_err(), JwtError::BadHeader);
         let t = sign_bytes(&p.key, h.as_bytes(), &bad(&c));

@@ -424,7 +424,6 @@ fn disposition_name(v: &str) -> Result<String, ParamsError> {
             match c {
                 '"' => return Ok((out, &s[i + 1..])),
                 '\\' => out.push(chars.next().ok_or(MALFORMED)?.1),
-                c if c.is_control() && c != '\t' => return Err(MALFORMED),
                 c => out.push(c),
             }
         }
@@ -657,7 +656,10 @@ pub(crate) mod tests {
         assert_eq!(disposition_name(" form-data;name=a ; filename=x.txt").unwrap(), "a");
         assert_eq!(disposition_name(r#" form-data; name="a; b=\"c\\""#).unwrap(), r#"a; b="c\"#);
         // Finding 7: a `name=` inside another parameter's quoted value.
-        assert_eq!(disposition_name(r#" form-data; filename="a; name=client_secret; x="; name="note""#).unwrap(), "note");
+        assert_eq!(
+            disposition_name(r#" form-data; filename="a; name=client_secret; x="; name="note""#).unwrap(),
+            "note"
+        );
         for malformed in [
             " form-data",
             " form-data; name=a b",
