@@ -139,13 +139,13 @@ def seeds():
         "B\n--B\r\nContent-Disposition: form-data\r\n\r\nv\r\n--B--\r\n",
         "B\n" + rfc_body("B", [("a", "v")], eol="\n"),
         WEBKIT + "\n" + doc_body(WEBKIT, TRIPLE),
-        # RFC 2183 reads this part as "note" (with a filename); we, like
-        # multer, read "client_secret" (finding 7, not a divergence).
+        # RFC 2183 reads this part as "note" (with a filename), and so do we
+        # since finding 7; multer reads "client_secret" (a multer quirk).
         "B\n--B\r\nContent-Disposition: form-data; filename=\"a; name=client_secret; x=\"; name=\"note\"\r\n"
         "\r\nsecret\r\n--B\r\nContent-Disposition: form-data; name=\"grant_type\"\r\n\r\n"
         "client_credentials\r\n--B--\r\n",
         Fixed("finding-7-quoted-semicolon-in-name",
-                "B\n--B\r\nContent-Disposition: form-data; name=\"a; b=\"c\"\r\n\r\nv\r\n--B--\r\n"),
+              "B\n--B\r\nContent-Disposition: form-data; name=\"a; b=\"c\"\r\n\r\nv\r\n--B--\r\n"),
         Regression("B\n--B\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n1\r\n--B--x\r\n"
                 "--B\r\nContent-Disposition: form-data; name=\"client_secret\"\r\n\r\nsecret\r\n--B--\r\n"),
         Fixed("finding-4-lf-delimiter", "B\n--B\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nx\n"
