@@ -25,6 +25,10 @@ class Finding:
         self.name, self.data = name, data
 
 
+class Fixed(Finding):
+    """A fixed finding's reproducer under its own name: corpus/<target>/<name>."""
+
+
 def Regression(data):
     """A fixed finding's reproducer, kept as a seed."""
     return data
@@ -116,8 +120,8 @@ def seeds():
         '{"a":"1"',
         " \t\n{}",
         '{"a":1e999}',
-        Finding("finding-5-invalid-utf8-in-skipped-member", b'{"grant_type":"client_credentials","x":{"y":"\xff"}}'),
-        Finding("finding-5-number-out-of-range-in-skipped-member", '{"grant_type":"client_credentials","x":[1e99999]}'),
+        Fixed("finding-5-invalid-utf8-in-skipped-member", b'{"grant_type":"client_credentials","x":{"y":"\xff"}}'),
+        Fixed("finding-5-number-out-of-range-in-skipped-member", '{"grant_type":"client_credentials","x":[1e99999]}'),
     ]
     rfc = rfc_body(CURL, [("grant_type", "client_credentials"), ("client_id", "id"), ("client_secret", "s e/c+")])
     s["multipart_multer"] = [
@@ -135,16 +139,16 @@ def seeds():
         "B\n--B\r\nContent-Disposition: form-data\r\n\r\nv\r\n--B--\r\n",
         "B\n" + rfc_body("B", [("a", "v")], eol="\n"),
         WEBKIT + "\n" + doc_body(WEBKIT, TRIPLE),
-        # RFC 2183 reads this part as "note" (with a filename); we, like
-        # multer, read "client_secret" (finding 7, not a divergence).
+        # RFC 2183 reads this part as "note" (with a filename), and so do we
+        # since finding 7; multer reads "client_secret" (a multer quirk).
         "B\n--B\r\nContent-Disposition: form-data; filename=\"a; name=client_secret; x=\"; name=\"note\"\r\n"
         "\r\nsecret\r\n--B\r\nContent-Disposition: form-data; name=\"grant_type\"\r\n\r\n"
         "client_credentials\r\n--B--\r\n",
-        Finding("finding-7-quoted-semicolon-in-name",
-                "B\n--B\r\nContent-Disposition: form-data; name=\"a; b=\"c\"\r\n\r\nv\r\n--B--\r\n"),
+        Fixed("finding-7-quoted-semicolon-in-name",
+              "B\n--B\r\nContent-Disposition: form-data; name=\"a; b=\"c\"\r\n\r\nv\r\n--B--\r\n"),
         Regression("B\n--B\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n1\r\n--B--x\r\n"
                 "--B\r\nContent-Disposition: form-data; name=\"client_secret\"\r\n\r\nsecret\r\n--B--\r\n"),
-        Finding("finding-4-lf-delimiter", "B\n--B\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nx\n"
+        Fixed("finding-4-lf-delimiter", "B\n--B\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nx\n"
                 "--B\r\nContent-Disposition: form-data; name=\"client_secret\"\r\n\r\nsecret\r\n--B--\r\n"),
     ]
     s["multipart_rfc"] = [
@@ -209,7 +213,7 @@ def seeds():
         signed('{"alg":"HS256"}', claims),
         signed(head, '{"sub":"%s"}' % r1["id"]),
         signed(head, '{"sub":"%s","exp":18446744073709551615,"nbf":0}' % r1["id"]),
-        Finding("finding-5-invalid-utf8-in-jwt-header", b"\x01" + ('{"alg":"HS256","kid":"%s","x":"' % r1["kid"]).encode()
+        Fixed("finding-5-invalid-utf8-in-jwt-header", b"\x01" + ('{"alg":"HS256","kid":"%s","x":"' % r1["kid"]).encode()
                 + b'\xd1"}\x00' + claims.encode()),
         b"\x00" + (b64u(b'{"alg":"none","typ":"JWT"}') + "." + b64u(claims.encode()) + ".").encode(),
         b"\x00" + f"{b64u(head.encode())}.{b64u(claims.encode())}.AAAA".encode(),
@@ -261,7 +265,7 @@ def seeds():
         b"\x00".join([stamp, b"1 1700000003000", hexs(1).encode() + b"\n", entry]),
         b"\x00".join([stamp, b"7 0", (hexs(1) + "\n" + hexs(2) + "\n").encode(), entry,
                       f"{hexs(102)} client-2".encode()]),
-        Finding("finding-3-stamp-generation-overflow", b"\x00".join(
+        Fixed("finding-3-stamp-generation-overflow", b"\x00".join(
             [b"18446744073709551615 18446744073709551615 18446744073709551615", b"8 99999999999999", b"", b""])),
         b"\x00".join([b"18446744073709551614 18446744073709551615 18446744073709551615", b"8 99999999999999", b"", b""]),
         b"\x00".join([b"1 2", b"x y", b"\n\n", b"nospace"]),
@@ -278,7 +282,7 @@ def seeds():
         json.dumps(record(7, allowed_prefixes=["/a/../"])),
         json.dumps(record(8, client_id="")),
         json.dumps(dict(record(9), extra=1)),
-        Finding("finding-6-uppercase-id", json.dumps(record(10, id=hexs(10).upper().replace("0", "A")))),
+        Fixed("finding-6-uppercase-id", json.dumps(record(10, id=hexs(10).upper().replace("0", "A")))),
     ]
     snap = json.dumps({"revision": 4, "profiles": [record(1), record(2)]})
     changes = json.dumps({"revision": 6, "changes": [{"id": hexs(1), "profile": record(1, allowed_prefixes=["/hr/"])},
@@ -317,7 +321,9 @@ def main():
         for old in d.glob("seed-*"):
             old.unlink()
         for i, item in enumerate(items):
-            if isinstance(item, Finding):
+            if isinstance(item, Fixed):
+                path, data = d / item.name, item.data
+            elif isinstance(item, Finding):
                 (artifacts / target).mkdir(parents=True, exist_ok=True)
                 path, data = artifacts / target / item.name, item.data
             else:

@@ -124,7 +124,11 @@ pub fn verify(token: &str, lookup: impl FnOnce(&str) -> Option<Rc<Profile>>) -> 
         return Err(JwtError::Malformed);
     }
     let header_json = b64::url_decode(h64.as_bytes()).ok_or(JwtError::BadHeader)?;
-    let header: Header = serde_json::from_slice(&header_json).map_err(|_| JwtError::BadHeader)?;
+    // RFC 7515 §4 / RFC 8259 §8.1: UTF-8, which serde_json does not check
+    // inside a member it skips. A header that is no JSON text is refused
+    // before `alg`, as any other unparsable header is.
+    let header_text = std::str::from_utf8(&header_json).map_err(|_| JwtError::BadHeader)?;
+    let header: Header = serde_json::from_str(header_text).map_err(|_| JwtError::BadHeader)?;
     if header.alg != "HS256" {
         return Err(JwtError::Algorithm);
     }
@@ -144,7 +148,8 @@ pub fn verify(token: &str, lookup: impl FnOnce(&str) -> Option<Rc<Profile>>) -> 
     }
 
     let claims_json = b64::url_decode(c64.as_bytes()).ok_or(JwtError::BadClaims)?;
-    let claims: Claims = serde_json::from_slice(&claims_json).map_err(|_| JwtError::BadClaims)?;
+    let claims_text = std::str::from_utf8(&claims_json).map_err(|_| JwtError::BadClaims)?;
+    let claims: Claims = serde_json::from_str(claims_text).map_err(|_| JwtError::BadClaims)?;
     if claims.sub != profile.id {
         return Err(JwtError::SubjectMismatch);
     }
@@ -258,6 +263,33 @@ mod tests {
         assert_eq!(verify(&sign_raw(&p.key, &h3, &c), lookup(&p)).unwrap_err(), JwtError::BadHeader);
         let c2 = format!("{{\"sub\":\"{}\"}}", p.id);
         assert_eq!(verify(&sign_raw(&p.key, &h, &c2), lookup(&p)).unwrap_err(), JwtError::BadClaims);
+    }
+
+    fn sign_bytes(key: &SigningKey, header: &[u8], claims: &[u8]) -> String {
+        let mut t = format!("{}.{}", b64::url_encode(header), b64::url_encode(claims));
+        let tag = key.sign(t.as_bytes());
+        t.push('.');
+        t.push_str(&b64::url_encode(&tag));
+        t
+    }
+
+    /// Finding 5: invalid UTF-8 in a member serde_json skips, under a valid
+    /// signature, in the header and in the claims.
+    #[test]
+    fn non_utf8_header_or_claims_are_refused() {
+        let p = profile(1);
+        let h = format!("{{\"alg\":\"HS256\",\"kid\":\"{}\",\"x\":\"\u{fffd}\"}}", p.kid);
+        let c = format!("{{\"sub\":\"{}\",\"exp\":9999999999,\"x\":\"\u{fffd}\"}}", p.id);
+        // Sanity: valid UTF-8 in those members verifies.
+        assert!(verify(&sign_bytes(&p.key, h.as_bytes(), c.as_bytes()), lookup(&p)).is_ok());
+        // The same with the member's value a lone 0xff byte.
+        let bad = |s: &str| {
+            s.replace('\u{fffd}', "\u{1}").bytes().map(|b| if b == 1 { 0xff } else { b }).collect::<Vec<u8>>()
+        };
+        let t = sign_bytes(&p.key, &bad(&h), c.as_bytes());
+        assert_eq!(verify(&t, lookup(&p)).unwrap_err(), JwtError::BadHeader);
+        let t = sign_bytes(&p.key, h.as_bytes(), &bad(&c));
+        assert_eq!(verify(&t, lookup(&p)).unwrap_err(), JwtError::BadClaims);
     }
 
     #[test]

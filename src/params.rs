@@ -233,6 +233,13 @@ impl<'de> Deserialize<'de> for JsonParams {
 }
 
 fn parse_json(body: &[u8]) -> Result<Params, ParamsError> {
+    // RFC 8259 §8.1: JSON is UTF-8; serde_json does not check the bytes of a
+    // member it skips (`IgnoredAny`). Out-of-range numbers nested in such a
+    // member are accepted on purpose: they are valid JSON text (§6, §9 let a
+    // parser set its limits) and a value we never read changes no meaning.
+    if std::str::from_utf8(body).is_err() {
+        return Err(ParamsError::Malformed(Malformed::JsonNotAnObject));
+    }
     match serde_json::from_slice::<JsonParams>(body) {
         Ok(JsonParams(_, true)) => Err(ParamsError::Repeated),
         Ok(JsonParams(params, false)) => Ok(params),
@@ -256,15 +263,19 @@ struct Line<'a> {
     text: &'a str,
     start: usize,
     end: usize,
+    /// Whether the line ends in CRLF (not LF, nor the end of the body).
+    crlf: bool,
 }
 
 fn lines(text: &str) -> impl Iterator<Item = Line<'_>> + Clone {
     let mut start = 0;
+    let total = text.len();
     text.split('\n').map(move |raw| {
         let line_start = start;
         start += raw.len() + 1;
         let text = raw.strip_suffix('\r').unwrap_or(raw);
-        Line { text, start: line_start, end: line_start + text.len() }
+        let crlf = text.len() < raw.len() && line_start + raw.len() < total;
+        Line { text, start: line_start, end: line_start + text.len(), crlf }
     })
 }
 
@@ -315,10 +326,27 @@ fn parts(
     delimiter: impl Fn(&str) -> Result<Option<Delimiter>, ParamsError>,
 ) -> Result<Params, ParamsError> {
     let mut lines = lines(text);
+    // RFC form: the first delimiter line's own line break fixes the body's
+    // style (CRLF as curl and browsers send, or LF as some clients do). A
+    // delimiter line after a line break of the other style has two readings
+    // (RFC 2046 and multer read `LF--B` in a CRLF body as content): refused.
+    let mut style: Option<bool> = None;
+    let mut previous_crlf: Option<bool> = None;
+    let mut delimiter = |line: Line| -> Result<Option<Delimiter>, ParamsError> {
+        let found = delimiter(line.text)?;
+        let before = previous_crlf.replace(line.crlf);
+        if rfc && found.is_some() {
+            let style = *style.get_or_insert(line.crlf);
+            if before.is_some_and(|crlf| crlf != style) {
+                return Err(AMBIGUOUS);
+            }
+        }
+        Ok(found)
+    };
     // The preamble: ignored in RFC form, blank in the documentation's.
     loop {
         let line = lines.next().ok_or(NOT_MULTIPART)?;
-        match delimiter(line.text)? {
+        match delimiter(line)? {
             Some(Delimiter::Next) => break,
             Some(Delimiter::Close) => return Err(MALFORMED),
             None if !rfc && !line.text.trim().is_empty() => return Err(AMBIGUOUS),
@@ -336,11 +364,12 @@ fn parts(
         let mut name = None;
         loop {
             let line = lines.next().ok_or(MALFORMED)?;
-            if line.text.is_empty() {
-                break;
-            }
-            if delimiter(line.text)?.is_some() {
+            let empty = line.text.is_empty();
+            if delimiter(line)?.is_some() {
                 return Err(MALFORMED);
+            }
+            if empty {
+                break;
             }
             let (h, v) = line.text.split_once(':').ok_or(MALFORMED)?;
             if h.trim().eq_ignore_ascii_case("content-disposition") {
@@ -356,7 +385,7 @@ fn parts(
         let mut span: Option<(usize, usize)> = None;
         let last = loop {
             let line = lines.next().ok_or(MALFORMED)?;
-            if let Some(d) = delimiter(line.text)? {
+            if let Some(d) = delimiter(line)? {
                 break d;
             }
             span = Some((span.map_or(line.start, |(start, _)| start), line.end));
@@ -369,22 +398,61 @@ fn parts(
     }
 }
 
-/// `form-data; name="field"` → `field`; a repeated `name` has two readings.
+/// `form-data; name="field"` → `field`, per RFC 2183/7578:
+/// `type *(";" param "=" (token / quoted-string))`, quoted strings honouring
+/// `\` escapes, so a `;` or `name=` inside another parameter's quoted value
+/// is that value, not a parameter. A repeated `name` has two readings.
 fn disposition_name(v: &str) -> Result<String, ParamsError> {
-    let mut parts = v.split(';');
-    if !parts.next().ok_or(MALFORMED)?.trim().eq_ignore_ascii_case("form-data") {
+    fn is_tchar(c: char) -> bool {
+        c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+    }
+    fn ows(s: &str) -> &str {
+        s.trim_start_matches([' ', '\t'])
+    }
+    fn token(s: &str) -> Result<(&str, &str), ParamsError> {
+        let end = s.find(|c| !is_tchar(c)).unwrap_or(s.len());
+        if end == 0 {
+            return Err(MALFORMED);
+        }
+        Ok(s.split_at(end))
+    }
+    /// The unescaped value and what follows its closing quote.
+    fn quoted(s: &str) -> Result<(String, &str), ParamsError> {
+        let mut out = String::new();
+        let mut chars = s.char_indices();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '"' => return Ok((out, &s[i + 1..])),
+                '\\' => out.push(chars.next().ok_or(MALFORMED)?.1),
+                c => out.push(c),
+            }
+        }
+        Err(MALFORMED)
+    }
+    let (kind, mut rest) = token(ows(v))?;
+    if !kind.eq_ignore_ascii_case("form-data") {
         return Err(MALFORMED);
     }
     let mut name = None;
-    for p in parts {
-        let (k, val) = p.split_once('=').ok_or(MALFORMED)?;
-        if k.trim().eq_ignore_ascii_case("name") {
+    loop {
+        rest = ows(rest);
+        if rest.is_empty() {
+            break;
+        }
+        rest = ows(rest.strip_prefix(';').ok_or(MALFORMED)?);
+        let (key, after) = token(rest)?;
+        let after = ows(after).strip_prefix('=').ok_or(MALFORMED)?;
+        let after = ows(after);
+        let (value, after) = match after.strip_prefix('"') {
+            Some(q) => quoted(q)?,
+            None => token(after).map(|(t, a)| (t.to_owned(), a))?,
+        };
+        rest = after;
+        if key.eq_ignore_ascii_case("name") {
             if name.is_some() {
                 return Err(AMBIGUOUS);
             }
-            let val = val.trim();
-            let unquoted = val.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or(val);
-            name = Some(unquoted.to_owned());
+            name = Some(value);
         }
     }
     name.ok_or(MALFORMED)
@@ -533,6 +601,79 @@ pub(crate) mod tests {
         ] {
             assert_eq!(parse(&mp(b), body.as_bytes()), Err(want), "{body:?}");
         }
+    }
+
+    #[test]
+    fn json_not_utf8_in_a_skipped_member_is_refused() {
+        let body = b"{\"grant_type\":\"client_credentials\",\"x\":\"\xff\"}";
+        assert_eq!(parse(&BodyFormat::Json, body), Err(ParamsError::Malformed(Malformed::JsonNotAnObject)));
+        // Out of range but well-formed JSON text inside a member never read:
+        // accepted (RFC 8259 §9 limits are the parser's choice).
+        let p = parse(&BodyFormat::Json, br#"{"grant_type":"client_credentials","x":[1e99999]}"#).unwrap();
+        assert_eq!(p.get("grant_type").unwrap(), Some("client_credentials"));
+    }
+
+    fn rfc_body(b: &str, nl: &str) -> String {
+        format!(
+            "--{b}{nl}Content-Disposition: form-data; name=\"grant_type\"{nl}{nl}client_credentials{nl}--{b}{nl}Content-Disposition: form-data; name=\"client_id\"{nl}{nl}id{nl}--{b}{nl}Content-Disposition: form-data; name=\"client_secret\"{nl}{nl}s e/c+{nl}--{b}--{nl}"
+        )
+    }
+
+    #[test]
+    fn rfc_multipart_line_break_style_is_fixed_by_the_first_delimiter() {
+        let b = "XyZ";
+        assert_eq!(triple(&parse(&mp(b), rfc_body(b, "\r\n").as_bytes()).unwrap()), GOOD);
+        assert_eq!(triple(&parse(&mp(b), rfc_body(b, "\n").as_bytes()).unwrap()), GOOD);
+        // Content with bare LFs in a CRLF body stays content.
+        let body = format!("--{b}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\na\nb\r\n--{b}--\r\n");
+        assert_eq!(parse(&mp(b), body.as_bytes()).unwrap().get("note").unwrap(), Some("a\nb"));
+    }
+
+    /// Finding 4: `LF--B` in a CRLF body is content to RFC 2046 and multer;
+    /// taken as a delimiter it smuggled a `client_secret` part.
+    pub(crate) fn lf_smuggling_body(b: &str) -> String {
+        format!(
+            "--{b}\r\nContent-Disposition: form-data; name=\"grant_type\"\r\n\r\nclient_credentials\r\n--{b}\r\nContent-Disposition: form-data; name=\"client_id\"\r\n\r\nid\r\n--{b}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nx\n--{b}\r\nContent-Disposition: form-data; name=\"client_secret\"\r\n\r\ns e/c+\r\n--{b}--\r\n"
+        )
+    }
+
+    #[test]
+    fn rfc_multipart_delimiter_after_the_other_line_break_is_ambiguous() {
+        let b = "XyZ";
+        let ambiguous = Err(ParamsError::Malformed(Malformed::MultipartAmbiguous));
+        assert_eq!(parse(&mp(b), lf_smuggling_body(b).as_bytes()), ambiguous);
+        // And the other way round: CRLF before a delimiter in an LF body.
+        let body = format!("--{b}\nContent-Disposition: form-data; name=\"note\"\n\nx\r\n--{b}--\n");
+        assert_eq!(parse(&mp(b), body.as_bytes()), ambiguous);
+        // A preamble in the other style before the first delimiter.
+        let body = format!("pre\n--{b}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nx\r\n--{b}--\r\n");
+        assert_eq!(parse(&mp(b), body.as_bytes()), ambiguous);
+    }
+
+    #[test]
+    fn disposition_parameters_are_parsed_with_quoted_strings() {
+        assert_eq!(disposition_name(r#" form-data; name="a""#).unwrap(), "a");
+        assert_eq!(disposition_name(" form-data;name=a ; filename=x.txt").unwrap(), "a");
+        assert_eq!(disposition_name(r#" form-data; name="a; b=\"c\\""#).unwrap(), r#"a; b="c\"#);
+        // Finding 7: a `name=` inside another parameter's quoted value.
+        assert_eq!(
+            disposition_name(r#" form-data; filename="a; name=client_secret; x="; name="note""#).unwrap(),
+            "note"
+        );
+        for malformed in [
+            " form-data",
+            " form-data; name=a b",
+            r#" form-data; name="a; b="c""#,
+            r#" form-data; name="id"x"#,
+            r#" form-data; name="open"#,
+            " form-data; name=",
+            " form-data; name",
+            " attachment; name=a",
+            " form-data; name=a;",
+        ] {
+            assert_eq!(disposition_name(malformed), Err(MALFORMED), "{malformed:?}");
+        }
+        assert_eq!(disposition_name(r#" form-data; name="a"; NAME=b"#), Err(AMBIGUOUS));
     }
 
     #[test]

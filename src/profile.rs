@@ -161,11 +161,14 @@ impl Profile {
     }
 }
 
+/// Ids and kids are keys in shared data and compared as text, so one
+/// spelling only: lower-case, as the sidecar writes them (lower-casing here
+/// made the publisher refuse the record as not matching its own id).
 fn hex64(s: &str, field: &'static str) -> Result<String, ProfileError> {
-    if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        Ok(s.to_ascii_lowercase())
+    if s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        Ok(s.to_owned())
     } else {
-        Err(ProfileError::Field { field, problem: "must be 64 hex digits" })
+        Err(ProfileError::Field { field, problem: "must be 64 lower-case hex digits" })
     }
 }
 
@@ -286,7 +289,14 @@ pub(crate) mod tests {
     fn field_validation_names_the_field() {
         let mut r = record(1);
         r.kid = "abc".into();
-        assert_eq!(Profile::from_record(&r).unwrap_err().to_string(), "kid: must be 64 hex digits");
+        assert_eq!(Profile::from_record(&r).unwrap_err().to_string(), "kid: must be 64 lower-case hex digits");
+        // Finding 6: upper-case hex is refused, naming the field.
+        let mut r = record(0xab);
+        r.id = r.id.to_ascii_uppercase();
+        assert_eq!(Profile::from_record(&r).unwrap_err().to_string(), "id: must be 64 lower-case hex digits");
+        let mut r = record(0xab);
+        r.kid = "AB".repeat(32);
+        assert!(Profile::from_record(&r).unwrap_err().to_string().starts_with("kid: "));
         let mut r = record(1);
         r.signing_key = "00".repeat(16);
         assert!(Profile::from_record(&r).unwrap_err().to_string().starts_with("signing_key"));

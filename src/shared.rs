@@ -425,7 +425,10 @@ impl Publisher {
             }
             store.set(INDEX_KEY, index.as_bytes(), None)?;
         }
-        let next = Stamp { generation: self.stamp.generation + 1, revision, synced_at: now };
+        // Wrapping, not `+ 1`: a stamp read back at u64::MAX (only a corrupt
+        // or crafted one gets there) must not panic the poller. Wrap is safe:
+        // workers compare generations for inequality only, and 0 != MAX.
+        let next = Stamp { generation: self.stamp.generation.wrapping_add(1), revision, synced_at: now };
         self.write_stamp(store, next)?;
         Ok(out)
     }
@@ -539,6 +542,23 @@ pub(crate) mod tests {
         assert_eq!(Stamp::decode(b"1 2"), None);
         assert_eq!(Stamp::decode(b"1 2 3 4"), None);
         assert_eq!(Stamp::decode(b"a b c"), None);
+    }
+
+    /// Finding 3: a stamp at generation u64::MAX made the next publish
+    /// overflow `generation + 1`; it wraps, and workers still see a change.
+    #[test]
+    fn publish_after_the_last_generation_wraps() {
+        let store = MemStore::default();
+        let mut p = Publisher::default();
+        p.apply_snapshot(&store, &snapshot(1, vec![record(1)]), 0).unwrap();
+        let max = Stamp { generation: u64::MAX, revision: 1, synced_at: 0 };
+        store.set(STAMP_KEY, max.encode().as_bytes(), None).unwrap();
+        let view = SharedProfiles::new(store.clone());
+        assert_eq!(view.refresh(0, None), Ok(u64::MAX));
+        let mut p = Publisher::resume(&store);
+        p.apply_snapshot(&store, &snapshot(2, vec![record(1), record(2)]), 0).unwrap();
+        assert_eq!(view.refresh(0, None), Ok(0));
+        assert!(view.by_client_id("client-2").is_some(), "the new generation is read");
     }
 
     #[test]

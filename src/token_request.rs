@@ -215,4 +215,22 @@ mod tests {
             Err(bad(InvalidRequest::ContentType(crate::media_type::MediaTypeError::RepeatedParameter)))
         );
     }
+
+    /// Findings 4 and 7: neither `LF--B` in a CRLF body nor `name=` inside
+    /// a quoted `filename` yields a client_secret; the first is a 400.
+    #[test]
+    fn multipart_lf_delimiter_or_quoted_name_yields_no_secret() {
+        use crate::params::{Malformed, ParamsError};
+        let ct = "multipart/form-data; boundary=B";
+        let body = crate::params::tests::lf_smuggling_body("B");
+        assert_eq!(
+            run(head(Some(ct), None), &body),
+            Err(bad_body(ParamsError::Malformed(Malformed::MultipartAmbiguous)))
+        );
+        let body = "--B\r\nContent-Disposition: form-data; name=\"grant_type\"\r\n\r\nclient_credentials\r\n--B\r\nContent-Disposition: form-data; name=\"client_id\"\r\n\r\nid\r\n--B\r\nContent-Disposition: form-data; filename=\"a; name=client_secret; x=\"; name=\"note\"\r\n\r\nsecret\r\n--B--\r\n";
+        assert_eq!(
+            run(head(Some(ct), None), body),
+            Err(TokenError::InvalidClient { cause: InvalidClient::NoCredentials, basic: false })
+        );
+    }
 }

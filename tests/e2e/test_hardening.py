@@ -262,6 +262,34 @@ class TestMultipartHasOneReading:
         assert r.json()["error"] == "invalid_client"
         assert "access_token" not in r.json()
 
+    def test_a_delimiter_after_a_bare_lf_in_a_crlf_body_is_refused(self, gateway, static_profiles):
+        # Finding 4: RFC 2046 and multer read "LF--B" in a CRLF body as
+        # content; taken as a delimiter it smuggled a client_secret part.
+        cid, secret = creds(static_profiles)
+        b = "B0undary"
+        note = f'x\n--{b}\r\nContent-Disposition: form-data; name="client_secret"\r\n\r\n{secret}'
+        body = self.parts(b, [("grant_type", "client_credentials"), ("client_id", cid), ("note", note)])
+        r = self.post(gateway, f"multipart/form-data; boundary={b}", body)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"] == "invalid_request"
+        # The same body with LF line breaks throughout is read (some clients).
+        lf = self.parts(b, [("grant_type", "client_credentials"), ("client_id", cid),
+                            ("client_secret", secret)]).replace("\r\n", "\n")
+        r = self.post(gateway, f"multipart/form-data; boundary={b}", lf)
+        assert r.status_code == 200, r.text
+
+    def test_name_inside_a_quoted_filename_is_not_the_name(self, gateway, static_profiles):
+        # Finding 7: RFC 2183/7578 name this part "note".
+        cid, secret = creds(static_profiles)
+        b = "B0undary"
+        body = self.parts(b, [("grant_type", "client_credentials"), ("client_id", cid)])[:-len(f"--{b}--\r\n")] + \
+            f'--{b}\r\nContent-Disposition: form-data; filename="a; name=client_secret; x="; name="note"\r\n' \
+            f"\r\n{secret}\r\n--{b}--\r\n"
+        r = self.post(gateway, f"multipart/form-data; boundary={b}", body)
+        assert r.status_code == 401, r.text
+        assert r.json()["error"] == "invalid_client"
+        assert "access_token" not in r.json()
+
     def test_boundary_given_twice(self, gateway, static_profiles):
         cid, secret = creds(static_profiles)
         body = self.parts("B2", [("grant_type", "client_credentials"), ("client_id", cid), ("client_secret", secret)])
