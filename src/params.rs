@@ -198,11 +198,14 @@ impl<'de> Deserialize<'de> for StringOrOther {
                 Ok(StringOrOther(None))
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<StringOrOther, A::Error> {
-                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                // Walked value by value, not skipped with `IgnoredAny`, which
+                // checks neither escapes nor UTF-8: a body serde_json would
+                // refuse as a document is refused here too.
+                while seq.next_element::<StringOrOther>()?.is_some() {}
                 Ok(StringOrOther(None))
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StringOrOther, A::Error> {
-                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                while map.next_entry::<String, StringOrOther>()?.is_some() {}
                 Ok(StringOrOther(None))
             }
         }
@@ -233,10 +236,9 @@ impl<'de> Deserialize<'de> for JsonParams {
 }
 
 fn parse_json(body: &[u8]) -> Result<Params, ParamsError> {
-    // RFC 8259 §8.1: JSON is UTF-8; serde_json does not check the bytes of a
-    // member it skips (`IgnoredAny`). Out-of-range numbers nested in such a
-    // member are accepted on purpose: they are valid JSON text (§6, §9 let a
-    // parser set its limits) and a value we never read changes no meaning.
+    // RFC 8259 §8.1: JSON is UTF-8. Every member is walked (see
+    // `StringOrOther`), so a bad escape or an out-of-range number (§9: our
+    // limit is an f64) anywhere refuses the body, as it would the document.
     if std::str::from_utf8(body).is_err() {
         return Err(ParamsError::Malformed(Malformed::JsonNotAnObject));
     }
@@ -265,6 +267,8 @@ struct Line<'a> {
     end: usize,
     /// Whether the line ends in CRLF (not LF, nor the end of the body).
     crlf: bool,
+    /// The body ends here, without a line break.
+    last: bool,
 }
 
 fn lines(text: &str) -> impl Iterator<Item = Line<'_>> + Clone {
@@ -275,7 +279,8 @@ fn lines(text: &str) -> impl Iterator<Item = Line<'_>> + Clone {
         start += raw.len() + 1;
         let text = raw.strip_suffix('\r').unwrap_or(raw);
         let crlf = text.len() < raw.len() && line_start + raw.len() < total;
-        Line { text, start: line_start, end: line_start + text.len(), crlf }
+        let last = line_start + raw.len() >= total;
+        Line { text, start: line_start, end: line_start + text.len(), crlf, last }
     })
 }
 
@@ -344,15 +349,15 @@ fn parts(
         Ok(found)
     };
     // The preamble: ignored in RFC form, blank in the documentation's.
-    loop {
+    let body_crlf = loop {
         let line = lines.next().ok_or(NOT_MULTIPART)?;
         match delimiter(line)? {
-            Some(Delimiter::Next) => break,
+            Some(Delimiter::Next) => break line.crlf,
             Some(Delimiter::Close) => return Err(MALFORMED),
             None if !rfc && !line.text.trim().is_empty() => return Err(AMBIGUOUS),
             None => {}
         }
-    }
+    };
     let mut params = Params::default();
     loop {
         // The documentation's example ends on a bare delimiter, without a
@@ -367,6 +372,12 @@ fn parts(
             let empty = line.text.is_empty();
             if delimiter(line)?.is_some() {
                 return Err(MALFORMED);
+            }
+            // Header lines in the body's own line-break style: multer ends a
+            // CRLF body's headers only at CRLF CRLF, so `LF CRLF` would end
+            // them for us and not for it (two readings of the value).
+            if rfc && !line.last && line.crlf != body_crlf {
+                return Err(AMBIGUOUS);
             }
             if empty {
                 break;
@@ -607,10 +618,32 @@ pub(crate) mod tests {
     fn json_not_utf8_in_a_skipped_member_is_refused() {
         let body = b"{\"grant_type\":\"client_credentials\",\"x\":\"\xff\"}";
         assert_eq!(parse(&BodyFormat::Json, body), Err(ParamsError::Malformed(Malformed::JsonNotAnObject)));
-        // Out of range but well-formed JSON text inside a member never read:
-        // accepted (RFC 8259 §9 limits are the parser's choice).
-        let p = parse(&BodyFormat::Json, br#"{"grant_type":"client_credentials","x":[1e99999]}"#).unwrap();
+        // Nested members are walked like top-level ones: a number beyond an
+        // f64 (RFC 8259 §9: the parser's limit) or a broken escape anywhere
+        // refuses the body, as serde_json refuses the document.
+        for body in [
+            &br#"{"grant_type":"client_credentials","x":[1e99999]}"#[..],
+            br#"{"grant_type":"client_credentials","x":{"y":"\u12"}}"#,
+            br#"{"grant_type":"client_credentials","x":[{"\uZZZZ":1}]}"#,
+        ] {
+            assert_eq!(parse(&BodyFormat::Json, body), Err(ParamsError::Malformed(Malformed::JsonNotAnObject)));
+            assert!(serde_json::from_slice::<serde_json::Value>(body).is_err());
+        }
+        let p = parse(&BodyFormat::Json, br#"{"grant_type":"client_credentials","x":[1,{"y":["z",null]}]}"#).unwrap();
         assert_eq!(p.get("grant_type").unwrap(), Some("client_credentials"));
+    }
+
+    #[test]
+    fn rfc_multipart_header_lines_keep_the_body_line_break_style() {
+        // Found by the multer differential: `LF CRLF` ends a CRLF body's part
+        // headers for a line reader, not for multer (which waits for CRLF
+        // CRLF), so the value had two readings.
+        let body = "--B\r\ncontent-disposition: form-data; name=a; filename=\"f.txt\"\r\nContent-Type: t\n\r\n/plain\r\n\r\nv\r\n--B--\r\n";
+        assert_eq!(parse(&mp("B"), body.as_bytes()), Err(ParamsError::Malformed(Malformed::MultipartAmbiguous)));
+        let lf = "--B\ncontent-disposition: form-data; name=a\r\n\nv\n--B--\n";
+        assert_eq!(parse(&mp("B"), lf.as_bytes()), Err(ParamsError::Malformed(Malformed::MultipartAmbiguous)));
+        let fine = "--B\r\ncontent-disposition: form-data; name=a\r\nContent-Type: text/plain\r\n\r\nv\nw\r\n--B--\r\n";
+        assert_eq!(parse(&mp("B"), fine.as_bytes()).unwrap().get("a").unwrap(), Some("v\nw"));
     }
 
     fn rfc_body(b: &str, nl: &str) -> String {
