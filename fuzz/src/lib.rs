@@ -313,6 +313,12 @@ fn multer_quirk(boundary: &str, body: &[u8]) -> bool {
         line.contains('\\')
             || line.to_ascii_lowercase().matches("name").count() != line.matches("name").count()
             || line.split('"').skip(1).step_by(2).any(|quoted| quoted.contains("name"))
+            // multer reads a parameter whose name only starts with `name`
+            // (`nameX=1; name=a`) as the name, and trips on blanks before `=`.
+            || line.split(';').skip(1).filter_map(|p| p.split_once('=')).any(|(key, _)| {
+                let k = key.trim().to_ascii_lowercase();
+                (k.starts_with("name") && k != "name") || key.trim_end() != key
+            })
     });
     mid_line || lf_body || disposition_quirk
 }
