@@ -308,7 +308,10 @@ fn parse_multipart(boundary: &str, body: &[u8]) -> Result<Params, ParamsError> {
             None => Ok(None),
         }
     };
-    let is_rfc = lines(text).any(|l| matches!(rfc_delimiter(l.text), Ok(Some(_))));
+    // Any line that starts like an RFC delimiter makes the body RFC form, so
+    // a near-delimiter (`--B--x`) cannot hide in a bare-form body as content
+    // while an RFC reader takes the body as malformed: it is refused below.
+    let is_rfc = lines(text).any(|l| l.text.starts_with(dashed.as_str()));
     if is_rfc {
         return parts(text, true, rfc_delimiter);
     }
@@ -397,6 +400,13 @@ fn parts(
         let last = loop {
             let line = lines.next().ok_or(MALFORMED)?;
             if let Some(d) = delimiter(line)? {
+                // RFC 2046: the CRLF ending the header block is not the one
+                // a delimiter starts with, so `--B` right after it is
+                // content there (multer reads it so), a delimiter in a line
+                // reader: two readings of the part, refused.
+                if rfc && span.is_none() {
+                    return Err(AMBIGUOUS);
+                }
                 break d;
             }
             span = Some((span.map_or(line.start, |(start, _)| start), line.end));
@@ -631,6 +641,26 @@ pub(crate) mod tests {
         }
         let p = parse(&BodyFormat::Json, br#"{"grant_type":"client_credentials","x":[1,{"y":["z",null]}]}"#).unwrap();
         assert_eq!(p.get("grant_type").unwrap(), Some("client_credentials"));
+    }
+
+    #[test]
+    fn a_delimiter_right_after_the_part_headers_is_ambiguous() {
+        // Found by the multer differential: per RFC 2046 this `note` part's
+        // value is the rest up to the close, client_secret part included.
+        let body = "--B\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\n--B\r\nContent-Disposition: form-data; name=\"client_secret\"\r\n\r\ns\r\n--B--\r\n";
+        assert_eq!(parse(&mp("B"), body.as_bytes()), Err(ParamsError::Malformed(Malformed::MultipartAmbiguous)));
+        // An empty value as clients send it: the blank line, then a CRLF.
+        let empty = "--B\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\n\r\n--B--\r\n";
+        assert_eq!(parse(&mp("B"), empty.as_bytes()).unwrap().get("note").unwrap(), Some(""));
+    }
+
+    #[test]
+    fn a_near_delimiter_makes_the_body_rfc_form() {
+        // Found by the multer differential: a bare-form body with a line
+        // `--B--<junk>` was read in the documentation's form (its content),
+        // while an RFC reader finds no delimiter at all.
+        let body = "B\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nx\r\n--B--\0junk\r\nB\r\n";
+        assert_eq!(parse(&mp("B"), body.as_bytes()), Err(ParamsError::Malformed(Malformed::MultipartAmbiguous)));
     }
 
     #[test]
