@@ -27,7 +27,8 @@ fn word(bytes: &[u8], at: usize) -> Option<usize> {
 
 impl HeaderMap {
     /// Checks the layout (every length inside the buffer, each field
-    /// followed by its NUL); `None` for a malformed encoding.
+    /// followed by its NUL, nothing after the last); `None` for a malformed
+    /// encoding.
     pub fn decode(bytes: Vec<u8>) -> Option<Self> {
         if bytes.is_empty() {
             return Some(Self::default());
@@ -46,7 +47,8 @@ impl HeaderMap {
                 at = end + 1;
             }
         }
-        Some(Self { bytes, count })
+        // Nothing after the last field: one reading of the buffer.
+        (at == bytes.len()).then_some(Self { bytes, count })
     }
 
     /// The encoding of `pairs` (what the host sends for a map).
@@ -153,6 +155,9 @@ mod tests {
         let last = no_nul.len() - 1;
         no_nul[last] = b'x';
         assert!(HeaderMap::decode(no_nul).is_none(), "a field without its NUL");
+        let mut trailing = HeaderMap::encode(&pairs);
+        trailing.push(0);
+        assert!(HeaderMap::decode(trailing).is_none(), "bytes after the last field");
     }
 
     #[test]
