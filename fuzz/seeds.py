@@ -310,6 +310,24 @@ def seeds():
         b"\n10.0.0.1\n" + entry(2**64 - 1, 2**64 - 1, 2**64 - 1, 2**32 - 1, 2**32 - 1) * 4,
         b"c\n\n" + b"1 2 3 4 5",
     ]
+    def header_map(pairs):
+        out = struct.pack("<I", len(pairs))
+        for n, v in pairs:
+            out += struct.pack("<II", len(n), len(v))
+        for n, v in pairs:
+            out += n + b"\0" + v + b"\0"
+        return out
+    s["header_map"] = [
+        header_map([(b":path", b"/sales/x"), (b":method", b"GET"), (b"authorization", b"Bearer a.b.c")]),
+        header_map([(b"x-tollgate-client-id", b"forged"), (b"X_Tollgate_Profile_Id", b"forged"),
+                    (b"x-tollgate-client-id", b"again")]),
+        header_map([(b"bad", b"\xff\xfe"), (b"\xff", b"v"), (b"", b"")]),
+        header_map([]),
+        b"",
+        struct.pack("<I", 2**32 - 1),
+        struct.pack("<III", 1, 2**32 - 1, 0),
+        header_map([(b"a", b"b")])[:-1] + b"x",
+    ]
     return s
 
 

@@ -482,7 +482,10 @@ impl Config {
     }
 
     pub fn is_public(&self, request_path: &str) -> bool {
-        self.public_paths.iter().any(|p| path::matches_public(request_path, p))
+        // Most configurations have no public paths: no ambiguity check then.
+        !self.public_paths.is_empty()
+            && !path::is_ambiguous(request_path)
+            && self.public_paths.iter().any(|p| path::public_entry_covers(path::strip_query(request_path), p))
     }
 }
 

@@ -8,6 +8,7 @@ use crate::config::{Config, IdentitySetBy, IDENTITY_CLIENT_ID_PROPERTY, IDENTITY
 use crate::discovery;
 use crate::error::{BearerError, TokenError};
 use crate::guard::{self, VerifiedCache};
+use crate::headers::HeaderMap;
 use crate::media_type::BodyFormat;
 use crate::metrics::Outcome;
 use crate::path;
@@ -17,16 +18,13 @@ use crate::shared::SharedStore;
 use crate::token_endpoint;
 use crate::token_request::{self, ClientCredentials, RequestHead};
 
-/// A header map as the host hands it out: `(name, value)` bytes, in order.
-pub type HeaderPairs = Vec<(Vec<u8>, Vec<u8>)>;
-
 /// What the host offers a request. The profile set comes with its
 /// generation (see [`guard`]) or the reason none is usable.
 pub trait RequestHost {
-    /// Every request header as `(name, value)` bytes, in order: read once per
-    /// request, in the headers callback (the only one where Envoy hands the
-    /// map out once the headers moved on).
-    fn request_headers(&self) -> HeaderPairs;
+    /// Every request header, in order: read once per request, in the headers
+    /// callback (the only one where Envoy hands the map out once the headers
+    /// moved on).
+    fn request_headers(&self) -> HeaderMap;
     fn set_request_header(&mut self, name: &str, value: Option<&str>);
     /// Publishes a value for the rest of the request's processing (Envoy:
     /// filter state `wasm.<name>`).
@@ -55,34 +53,6 @@ pub trait RequestHost {
 pub enum Action {
     Continue,
     Pause,
-}
-
-/// The request's header map, read once.
-struct Headers(HeaderPairs);
-
-impl Headers {
-    /// The first value of `name`. A value that is not UTF-8 cannot be a
-    /// valid credential, path or media type: it reads as garbage.
-    fn get(&self, name: &str) -> Option<String> {
-        self.0
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| String::from_utf8(v.clone()).unwrap_or_else(|_| "\u{fffd}".to_owned()))
-    }
-
-    /// Names an upstream could read as one of `ours`: equal up to ASCII case
-    /// and `_` for `-`, as CGI, WSGI and PHP fold them (`HTTP_X_..._ID`).
-    /// Exact copies are included: only the filter sets these headers.
-    fn look_alikes<'a>(&'a self, ours: &'a [&'a str]) -> impl Iterator<Item = &'a str> + 'a {
-        let fold = |b: &u8| if *b == b'_' { b'-' } else { b.to_ascii_lowercase() };
-        self.0.iter().enumerate().filter_map(move |(i, (name, _))| {
-            let alike =
-                ours.iter().any(|o| o.len() == name.len() && name.iter().map(fold).eq(o.as_bytes().iter().map(fold)));
-            // Once per name, even when the client repeated it.
-            let first = || !self.0[..i].iter().any(|(n, _)| n == name);
-            (alike && first()).then(|| std::str::from_utf8(name).ok()).flatten()
-        })
-    }
 }
 
 #[derive(Debug, Default)]
@@ -130,15 +100,15 @@ impl RequestFlow {
         cache: &mut VerifiedCache,
         end_of_stream: bool,
     ) -> Action {
-        let headers = Headers(host.request_headers());
+        let headers = host.request_headers();
         let path = headers.get(":path").unwrap_or_default();
-        if path::strip_query(&path) == cfg.token_path {
-            return self.token_headers(host, cfg, &headers, path, end_of_stream);
+        if path::strip_query(path) == cfg.token_path {
+            return self.token_headers(host, cfg, &headers, path.to_owned(), end_of_stream);
         }
         // RFC 8414 metadata: public, answered here, never routed.
-        if discovery::is_discovery_path(&path) {
+        if discovery::is_discovery_path(path) {
             let (method, authority) = (headers.get(":method").unwrap_or_default(), headers.get(":authority"));
-            return self.answer(host, discovery::respond(&method, &path, authority.as_deref(), &cfg.issuers));
+            return self.answer(host, discovery::respond(method, path, authority, &cfg.issuers));
         }
         // Identity headers are ours alone: client-sent copies and look-alikes
         // go on every path that reaches the upstream, whatever the proxy's
@@ -147,7 +117,7 @@ impl RequestFlow {
         for name in headers.look_alikes(&ours) {
             host.set_request_header(name, None);
         }
-        if cfg.is_public(&path) {
+        if cfg.is_public(path) {
             // A token the filter did not consume does not leave either.
             if !cfg.keep_authorization && headers.get("authorization").is_some() {
                 host.set_request_header("authorization", None);
@@ -158,8 +128,7 @@ impl RequestFlow {
         let now_ms = host.now_millis();
         let now = now_ms / 1000;
         let outcome = host.profiles(now_ms).map_err(BearerError::Unavailable).and_then(|(set, generation)| {
-            let auth = headers.get("authorization");
-            guard::authorize(auth.as_deref(), &path, &*set, generation, now, cfg.leeway, cache)
+            guard::authorize(headers.get("authorization"), path, &*set, generation, now, cfg.leeway, cache)
         });
         match outcome {
             Ok(profile) => {
@@ -238,15 +207,15 @@ impl RequestFlow {
         &mut self,
         host: &mut impl RequestHost,
         cfg: &Config,
-        headers: &Headers,
+        headers: &HeaderMap,
         path: String,
         end_of_stream: bool,
     ) -> Action {
         let head = OwnedHead {
-            method: headers.get(":method").unwrap_or_default(),
+            method: headers.get(":method").unwrap_or_default().to_owned(),
             path,
-            content_type: headers.get("content-type"),
-            authorization: headers.get("authorization"),
+            content_type: headers.get("content-type").map(str::to_owned),
+            authorization: headers.get("authorization").map(str::to_owned),
         };
         let format = match token_request::check_head(&head.view()) {
             Ok(f) => f,
@@ -375,8 +344,9 @@ mod tests {
     }
 
     impl RequestHost for Fake {
-        fn request_headers(&self) -> HeaderPairs {
-            self.headers.iter().map(|(n, v)| (n.clone().into_bytes(), v.clone().into_bytes())).collect()
+        fn request_headers(&self) -> HeaderMap {
+            let pairs: Vec<(&str, &str)> = self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            HeaderMap::from_pairs(&pairs)
         }
         fn set_request_header(&mut self, name: &str, value: Option<&str>) {
             self.mutations += 1;

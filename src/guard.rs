@@ -78,20 +78,48 @@ impl VerifiedCache {
     }
 }
 
+/// RFC 6750's `b64token` characters (besides the trailing `=`): a table,
+/// since every guarded request checks each character of its token.
+const B64TOKEN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        b += 1;
+    }
+    t
+};
+
 /// The token from `Authorization: Bearer <token>` (RFC 6750 §2.1).
 pub fn bearer_token(authorization: Option<&str>) -> Result<&str, BearerError> {
+    let token = bearer_candidate(authorization)?;
+    check_b64token(token)?;
+    Ok(token)
+}
+
+/// The text after the `Bearer` scheme, trimmed, within our length bound
+/// (before anything hashes it), its characters not yet checked.
+fn bearer_candidate(authorization: Option<&str>) -> Result<&str, BearerError> {
     let auth = authorization.ok_or(BearerError::Missing)?.trim();
     let (scheme, token) = auth.split_once(' ').unwrap_or((auth, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(BearerError::Missing);
     }
     let token = token.trim_start();
-    let body = token.trim_end_matches('=');
-    let b64token = |b: u8| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b);
-    if body.is_empty() || !body.bytes().all(b64token) || token.len() > jwt::MAX_TOKEN_LEN {
+    if token.len() > jwt::MAX_TOKEN_LEN {
         return Err(BearerError::InvalidToken(JwtError::Malformed));
     }
     Ok(token)
+}
+
+/// RFC 6750's `b64token` syntax.
+fn check_b64token(token: &str) -> Result<(), BearerError> {
+    let body = token.trim_end_matches('=');
+    if body.is_empty() || !body.bytes().all(|b| B64TOKEN[b as usize]) {
+        return Err(BearerError::InvalidToken(JwtError::Malformed));
+    }
+    Ok(())
 }
 
 /// Authorizes one request. `generation` identifies `set`; when it differs
@@ -105,7 +133,9 @@ pub fn authorize(
     leeway: u64,
     cache: &mut VerifiedCache,
 ) -> Result<Rc<Profile>, BearerError> {
-    let token = bearer_token(authorization)?;
+    // The syntax check waits for a cache miss: a cached token is exactly a
+    // token that passed it (and its signature) before.
+    let token = bearer_candidate(authorization)?;
     if cache.generation != generation {
         cache.clear();
         cache.generation = generation;
@@ -118,6 +148,7 @@ pub fn authorize(
             Rc::clone(&hit.profile)
         }
         None => {
+            check_b64token(token)?;
             let v = jwt::verify(token, |kid| set.by_kid(kid)).map_err(invalid)?;
             jwt::check_time(v.exp, v.nbf, now, leeway).map_err(invalid)?;
             let entry = CachedToken { token: token.into(), profile: Rc::clone(&v.profile), exp: v.exp, nbf: v.nbf };

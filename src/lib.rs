@@ -15,6 +15,7 @@ pub mod discovery;
 pub mod error;
 pub mod flow;
 pub mod guard;
+pub mod headers;
 pub mod jwt;
 pub mod lockout;
 pub mod media_type;

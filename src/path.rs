@@ -58,35 +58,42 @@ pub fn is_ambiguous(path: &str) -> bool {
 
 /// `.` or `..`, also once `;parameters` (raw or as `%3B`) are dropped, as
 /// Tomcat, Jetty and Spring do before resolving dot segments: to them
-/// `/sales/..;/hr/x` is `/hr/x`.
+/// `/sales/..;/hr/x` is `/hr/x`. (Runs on every guarded request: no
+/// allocation.)
 fn is_dot_segment(segment: &str) -> bool {
-    let lower = segment.to_ascii_lowercase();
-    let end = [lower.find(';'), lower.find("%3b")].into_iter().flatten().min().unwrap_or(lower.len());
-    matches!(&lower[..end], "." | "..")
+    let s = segment.as_bytes();
+    let param =
+        |i: usize| s[i] == b';' || (s[i] == b'%' && s.get(i + 1..i + 3).is_some_and(|h| h.eq_ignore_ascii_case(b"3b")));
+    let end = (0..s.len()).find(|&i| param(i)).unwrap_or(s.len());
+    matches!(&s[..end], b"." | b"..")
 }
 
 /// Whether `request_path` (query allowed) lies under `prefix`. The prefix
 /// ends in `/`, so `/sales/` does not cover `/salesforce/`; the bare
 /// collection path `/sales` is covered too.
 pub fn within_prefix(request_path: &str, prefix: &str) -> bool {
-    if is_ambiguous(request_path) {
-        return false;
-    }
-    let p = strip_query(request_path);
-    p.starts_with(prefix) || p.len() + 1 == prefix.len() && prefix.starts_with(p)
+    !is_ambiguous(request_path) && under_prefix(strip_query(request_path), prefix)
+}
+
+/// [`within_prefix`] for a path already found unambiguous and stripped of
+/// its query: checking one path against many prefixes judges it once.
+pub fn under_prefix(path: &str, prefix: &str) -> bool {
+    path.starts_with(prefix) || path.len() + 1 == prefix.len() && prefix.starts_with(path)
 }
 
 /// Public path entries: an entry ending in `/` is a prefix, any other entry
 /// is an exact path.
 pub fn matches_public(request_path: &str, entry: &str) -> bool {
-    if is_ambiguous(request_path) {
-        return false;
-    }
-    let p = strip_query(request_path);
+    !is_ambiguous(request_path) && public_entry_covers(strip_query(request_path), entry)
+}
+
+/// [`matches_public`] for a path already found unambiguous and stripped of
+/// its query.
+pub fn public_entry_covers(path: &str, entry: &str) -> bool {
     if entry.ends_with('/') {
-        p.starts_with(entry)
+        path.starts_with(entry)
     } else {
-        p == entry
+        path == entry
     }
 }
 

@@ -157,7 +157,8 @@ impl Profile {
     }
 
     pub fn allows_path(&self, request_path: &str) -> bool {
-        self.allowed_prefixes.iter().any(|p| path::within_prefix(request_path, p))
+        !path::is_ambiguous(request_path)
+            && self.allowed_prefixes.iter().any(|p| path::under_prefix(path::strip_query(request_path), p))
     }
 }
 

@@ -21,7 +21,8 @@
 //! * `path`: `prefix \n request-path`;
 //! * `shared_text`: `stamp \0 lease \0 index \0 id-entry \0 id-entry …`;
 //! * `sync_response`: a mode byte, a status byte, then the sidecar's body;
-//! * `lockout`: `client \n source \n` and the raw lockout slot values.
+//! * `lockout`: `client \n source \n` and the raw lockout slot values;
+//! * `header_map`: the raw proxy-wasm map encoding the host hands out.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -30,6 +31,7 @@ use std::rc::Rc;
 use sha2::{Digest, Sha256};
 use tollgate::config::Config;
 use tollgate::contract::{ProfileRecord, Snapshot};
+use tollgate::headers::HeaderMap;
 use tollgate::media_type::{self, BodyFormat};
 use tollgate::params::{self, Params, ParamsError};
 use tollgate::profile::{encode_hex, Profile, ProfileLookup};
@@ -819,6 +821,40 @@ pub fn lockout(data: &[u8]) {
     }
 }
 
+// ---------------------------------------------------------------------------
+// The request's header map (the host's encoding, read in place)
+
+/// Never panics on any bytes; what decodes reads back the same through
+/// every accessor, and re-encodes to the same bytes.
+pub fn header_map(data: &[u8]) {
+    let Some(map) = HeaderMap::decode(data.to_vec()) else { return };
+    let pairs: Vec<(&[u8], &[u8])> = map.iter().collect();
+    assert_eq!(pairs.len(), map.len());
+    for (name, value) in &pairs {
+        let first = pairs.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| *v);
+        if let Ok(name) = std::str::from_utf8(name) {
+            assert_eq!(map.get_bytes(name), first);
+            let text = map.get(name).map(|t| t.as_bytes());
+            assert!(text == first || text == Some(tollgate::headers::NOT_UTF8.as_bytes()));
+        }
+        let _ = value;
+    }
+    let ours = ["x-tollgate-client-id", "x-tollgate-profile-id"];
+    let fold = |b: &u8| if *b == b'_' { b'-' } else { b.to_ascii_lowercase() };
+    for alike in map.look_alikes(&ours) {
+        assert!(ours.iter().any(|o| o.len() == alike.len() && alike.bytes().map(|b| fold(&b)).eq(o.bytes())));
+    }
+    if let Ok(text) = pairs
+        .iter()
+        .map(|(n, v)| Ok((std::str::from_utf8(n)?, std::str::from_utf8(v)?)))
+        .collect::<Result<Vec<(&str, &str)>, std::str::Utf8Error>>()
+    {
+        if !data.is_empty() {
+            assert_eq!(HeaderMap::encode(&text), data, "decoded maps re-encode to their bytes");
+        }
+    }
+}
+
 /// Every target by name, for the corpus replay.
 pub type Target = fn(&[u8]);
 
@@ -838,6 +874,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("profile_record", profile_record),
     ("sync_response", sync_response),
     ("lockout", lockout),
+    ("header_map", header_map),
 ];
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 
 use std::ptr::{null, null_mut};
 
-use crate::flow::HeaderPairs;
+use crate::headers::HeaderMap;
 
 /// The ABI's `WasmResult` values we tell apart.
 const OK: u32 = 0;
@@ -135,13 +135,13 @@ pub(crate) fn buffer(kind: u32, start: usize, max: usize) -> Result<Vec<u8>, Sta
     }
 }
 
-/// Every `(name, value)` of a header map, in order, as bytes.
-pub(crate) fn header_pairs(kind: u32) -> Result<HeaderPairs, Status> {
+/// A header map, read in place (one allocation, the host's buffer).
+pub(crate) fn header_map(kind: u32) -> Result<HeaderMap, Status> {
     let (mut data, mut size) = (null_mut(), 0);
     // SAFETY: as in `buffer`.
     check(unsafe { proxy_get_header_map_pairs(kind, &mut data, &mut size) })?;
     let bytes = unsafe { host_bytes(data, size) };
-    decode_pairs(&bytes).ok_or(Status(u32::MAX))
+    HeaderMap::decode(bytes).ok_or(Status(u32::MAX))
 }
 
 pub(crate) fn replace_header(kind: u32, name: &str, value: &str) -> Result<(), Status> {
@@ -155,7 +155,7 @@ pub(crate) fn remove_header(kind: u32, name: &str) -> Result<(), Status> {
 }
 
 pub(crate) fn send_local_response(status: u32, headers: &[(&str, &str)], body: &[u8]) -> Result<(), Status> {
-    let headers = encode_pairs(headers);
+    let headers = HeaderMap::encode(headers);
     // SAFETY: valid pointers and lengths into our memory; no details, no gRPC status.
     check(unsafe {
         proxy_send_local_response(status, null(), 0, body.as_ptr(), body.len(), headers.as_ptr(), headers.len(), -1)
@@ -198,77 +198,4 @@ pub(crate) fn shared_data(key: &str) -> Result<Option<(Vec<u8>, u32)>, Status> {
 pub(crate) fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<(), Status> {
     // SAFETY: valid pointers and lengths into our memory.
     check(unsafe { proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) })
-}
-
-/// The ABI's map encoding: a u32 count, then (name length, value length) u32
-/// pairs, then each name and value followed by a NUL.
-fn encode_pairs(pairs: &[(&str, &str)]) -> Vec<u8> {
-    let size = 4 + pairs.iter().map(|(n, v)| n.len() + v.len() + 10).sum::<usize>();
-    let mut out = Vec::with_capacity(size);
-    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
-    for (n, v) in pairs {
-        out.extend_from_slice(&(n.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-    }
-    for (n, v) in pairs {
-        out.extend_from_slice(n.as_bytes());
-        out.push(0);
-        out.extend_from_slice(v.as_bytes());
-        out.push(0);
-    }
-    out
-}
-
-/// The inverse of [`encode_pairs`], bounds-checked: `None` for a malformed
-/// encoding instead of a panic.
-pub(crate) fn decode_pairs(bytes: &[u8]) -> Option<HeaderPairs> {
-    if bytes.is_empty() {
-        return Some(Vec::new());
-    }
-    let word = |at: usize| -> Option<usize> {
-        let b: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
-        Some(u32::from_le_bytes(b) as usize)
-    };
-    let count = word(0)?;
-    let mut at = count.checked_mul(8)?.checked_add(4)?;
-    if at > bytes.len() {
-        return None;
-    }
-    let mut take = |len: usize| -> Option<Vec<u8>> {
-        let end = at.checked_add(len)?;
-        let field = bytes.get(at..end)?.to_vec();
-        at = end.checked_add(1)?; // the NUL
-        Some(field)
-    };
-    let mut pairs = Vec::with_capacity(count);
-    for i in 0..count {
-        let (name_len, value_len) = (word(4 + i * 8)?, word(8 + i * 8)?);
-        let name = take(name_len)?;
-        let value = take(value_len)?;
-        pairs.push((name, value));
-    }
-    Some(pairs)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pairs_round_trip_and_malformed_input_is_refused() {
-        let pairs = [(":path", "/x"), ("x_tollgate_client_id", ""), ("a", "b\u{e9}")];
-        let encoded = encode_pairs(&pairs);
-        let decoded = decode_pairs(&encoded).unwrap();
-        let want: Vec<(Vec<u8>, Vec<u8>)> =
-            pairs.iter().map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec())).collect();
-        assert_eq!(decoded, want);
-        assert_eq!(decode_pairs(b"").unwrap(), vec![]);
-        for cut in 1..encoded.len() - 1 {
-            assert!(decode_pairs(&encoded[..cut]).is_none(), "truncated at {cut}");
-        }
-        assert!(decode_pairs(&u32::MAX.to_le_bytes()).is_none());
-        let mut huge = encoded.clone();
-        huge[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(decode_pairs(&huge).is_none());
-    }
 }

@@ -54,9 +54,9 @@ impl Host<'_> {
 }
 
 impl RequestHost for Host<'_> {
-    fn request_headers(&self) -> crate::flow::HeaderPairs {
+    fn request_headers(&self) -> crate::headers::HeaderMap {
         // No map means no path, no credentials: the flow refuses.
-        abi::header_pairs(abi::REQUEST_HEADERS).unwrap_or_default()
+        abi::header_map(abi::REQUEST_HEADERS).unwrap_or_default()
     }
 
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
