@@ -234,9 +234,11 @@ cmd_compose() {
 cmd_bench() {
     setup
     setup_postgres
-    need_apt wrk:wrk
+    need_apt wrk:wrk valgrind:valgrind
     build
     "$VENV/bin/python" tests/bench/bench.py --wasm "$WASM" --envoy "$VENV/bin/envoy" --sidecar "$SIDECAR" "$@"
+    say "instructions per request: Envoy under callgrind (deterministic, unlike the rps above)"
+    "$VENV/bin/python" tests/bench/instructions.py --wasm "guard_sidecar=$WASM" --envoy "$VENV/bin/envoy" --sidecar "$SIDECAR"
     say "fleet: PostgreSQL + 3 sidecars + 3 Envoys"
     TOLLGATE_ENVOY="$VENV/bin/envoy" TOLLGATE_WASM="$WASM" TOLLGATE_SIDECAR="$SIDECAR" \
         "$VENV/bin/python" tests/bench/fleet.py

@@ -4,6 +4,8 @@ median over rounds of requests/sec, p50 and p99 latency.
 
 Scenarios (all on the same Envoy, the same worker, the same cheap upstream):
   passthrough        no auth filter, GET /api/bench            -> upstream
+  passthrough_bearer the same with the guard's Authorization header (forwarded)
+  floor_bearer       the empty proxy-wasm filter (tests/bench/floor), that header
   guard              Tollgate wasm filter, Bearer token         -> upstream
   guard_nometrics    the same with "metrics": false (no counter hostcall)
   guard_route        the same with identity_headers.set_by "route"
@@ -32,7 +34,8 @@ the growth under 5 MiB.
 The machine is assumed shared and noisy: the ratios of one run are the result,
 absolute numbers are not. The last line printed is
 
-  bench: guard/passthrough=R guard_sidecar/passthrough=R guard_sidecar/guard=R jwt_authn/passthrough=R jwt_authn_cached/passthrough=R token/direct=R guard10k/guard1=R rotation_p50_ms=X rotation_p99_ms=Y rss_growth_mib_100k_unknown_clients=M cpu_us_per_req: passthrough=U guard=U guard_sidecar=U jwt_authn=U token=U
+  bench: guard/passthrough=R guard_sidecar/passthrough=R guard_sidecar/passthrough_bearer=R
+  floor_bearer/passthrough=R guard_sidecar/floor_bearer=R guard_sidecar/guard=R jwt_authn/passthrough=R jwt_authn_cached/passthrough=R token/direct=R guard10k/guard1=R rotation_p50_ms=X rotation_p99_ms=Y rss_growth_mib_100k_unknown_clients=M cpu_us_per_req: passthrough=U guard=U guard_sidecar=U jwt_authn=U token=U
 
 and the results are written to var/bench/results.json. Every wrk run also
 samples Envoy's CPU time (utime + stime): `cpu_us_per_req` is the median

@@ -16,6 +16,8 @@ def table(summary: dict) -> str:
 
 
 RATIOS = (("guard", "passthrough"), ("guard_sidecar_1", "passthrough", "guard_sidecar/passthrough"),
+          ("guard_sidecar_1", "passthrough_bearer", "guard_sidecar/passthrough_bearer"),
+          ("floor_bearer", "passthrough"), ("guard_sidecar_1", "floor_bearer", "guard_sidecar/floor_bearer"),
           ("guard_sidecar_1", "guard", "guard_sidecar/guard"), ("guard_route", "guard", "guard_route/guard"),
           ("jwt_authn", "passthrough"),
           ("jwt_authn_cached", "passthrough"), ("token", "direct"),
@@ -53,7 +55,8 @@ def cpu_ratios(summary: dict, pairs=RATIOS) -> dict:
 
 
 # The scenarios of the last line's CPU field, as named there.
-CPU_FIELDS = (("passthrough", "passthrough"), ("guard", "guard"), ("guard_sidecar", "guard_sidecar_1"),
+CPU_FIELDS = (("passthrough", "passthrough"), ("passthrough_bearer", "passthrough_bearer"),
+              ("floor_bearer", "floor_bearer"), ("guard", "guard"), ("guard_sidecar", "guard_sidecar_1"),
               ("jwt_authn", "jwt_authn"), ("token", "token"))
 
 

@@ -16,6 +16,7 @@ from common import (API_PATH, BenchEnvoy, BenchError, BenchSidecar, CREATE_CONNE
     validate_config)
 from common import harness, render
 from load import Scenario
+from compare import build_floor
 
 JWT_PROVIDER = "tollgate"
 JWT_CACHE_SIZE = 1000
@@ -30,7 +31,7 @@ BUFFER_FILTER = {"name": "envoy.filters.http.buffer",
                                   "max_request_bytes": 16384}}
 
 
-LISTENERS = ("passthrough", "tollgate", "tollgate_nometrics", "tollgate_route", "jwt_authn", "jwt_authn_cached", "direct", "fake_upstream")
+LISTENERS = ("passthrough", "floor", "tollgate", "tollgate_nometrics", "tollgate_route", "jwt_authn", "jwt_authn_cached", "direct", "fake_upstream")
 
 
 def jwt_authn_filter(kid: str, key_hex: str, *, cache_size: int | None = None) -> dict:
@@ -63,6 +64,10 @@ def build_config(ports: dict, *, admin_port: int, wasm_path: str, profile: dict,
     sink_listener, sink_cluster = render.token_sink()
     listeners = [
         render.listener("passthrough", ports["passthrough"], [route_to("upstream")], []),
+        # The empty proxy-wasm filter (tests/bench/floor): what any Wasm
+        # filter costs before it does anything.
+        render.listener("floor", ports["floor"], [route_to("upstream")],
+                        [render.wasm_filter(build_floor(), {}, hold=True, vm_id="tollgate_floor")]),
         render.listener("tollgate", ports["tollgate"], [
             {"match": {"path": TOKEN_PATH}, "route": {"cluster": render.SINK_LISTENER, "timeout": "30s"}},
             route_to("upstream"),
@@ -174,6 +179,7 @@ def preflight(env: BenchEnvoy, token: str, basic: str, direct_body: bytes,
     `sidecar_tokens`: sidecar-backed listener -> the token its scenario sends."""
     sidecar_tokens = sidecar_tokens or {}
     expect_status(env.ports["passthrough"], "GET", API_PATH, 200, "passthrough")
+    expect_status(env.ports["floor"], "GET", API_PATH, 200, "floor", {"Authorization": f"Bearer {token}"})
     guarded = {name: token for name in ("tollgate", "tollgate_nometrics", "tollgate_route", "jwt_authn",
                                         "jwt_authn_cached")} | sidecar_tokens
     for name, tok in guarded.items():
@@ -218,6 +224,12 @@ def scenarios(token: str, basic: str, sidecar_tokens: dict | None = None, baseli
         for name, tok in (sidecar_tokens or {}).items()]
     return [
         Scenario("passthrough", "passthrough", API_PATH, note="no auth filter"),
+        # The guarded request's bytes without the guard: the 300-byte
+        # Authorization header alone costs Envoy (parse, and forward upstream).
+        Scenario("passthrough_bearer", "passthrough", API_PATH, bearer,
+                 note="no auth filter, the guard's Authorization header (forwarded upstream)"),
+        Scenario("floor_bearer", "floor", API_PATH, bearer,
+                 note="the empty proxy-wasm filter, the guard's Authorization header"),
         Scenario("guard", "tollgate", API_PATH, bearer, note="Tollgate verifies the bearer token"),
         Scenario("guard_nometrics", "tollgate_nometrics", API_PATH, bearer,
                  note='the same with "metrics": false'),
