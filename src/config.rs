@@ -203,6 +203,8 @@ impl fmt::Display for ConfigError {
 }
 
 impl RawConfig {
+    // Out of line: V8 (TurboFan) compile memory grows with function size; see lib.rs.
+    #[inline(never)]
     fn from_document(bytes: &[u8]) -> Result<Self, ConfigError> {
         let mut raw = Self::default();
         if bytes.iter().all(|b| b.is_ascii_whitespace()) {
@@ -258,6 +260,8 @@ impl RawConfig {
 }
 
 impl RawLockout {
+    // Out of line: V8 (TurboFan) compile memory grows with function size; see lib.rs.
+    #[inline(never)]
     fn from_value(value: &RawValue) -> Result<Self, ConfigError> {
         let mut raw = Self::default();
         let members: JsonObject = field(value, "lockout")?;
@@ -307,6 +311,8 @@ impl<'de> Deserialize<'de> for JsonObject {
 
 /// Decodes one field; serde's message (minus a position that would point
 /// into the field, not the document) becomes the problem.
+// Out of line: V8 (TurboFan) compile memory grows with function size; see lib.rs.
+#[inline(never)]
 fn field<T: serde::de::DeserializeOwned>(value: &RawValue, name: &str) -> Result<T, ConfigError> {
     serde_json::from_slice(value.get().as_bytes()).map_err(|e| {
         let msg = e.to_string();
@@ -315,6 +321,9 @@ fn field<T: serde::de::DeserializeOwned>(value: &RawValue, name: &str) -> Result
     })
 }
 
+// Out of line: V8 (TurboFan) compile memory grows with function size; see lib.rs.
+
+#[inline(never)]
 fn lockout(raw: &RawLockout, document: &[u8]) -> Result<Option<Lockout>, ConfigError> {
     if !raw.enabled {
         return Ok(None);

@@ -6,6 +6,14 @@
 //! [`flow::RequestHost::now_secs`]) and randomness passed in, so the logic
 //! runs natively and under Node (wasm-bindgen-test), and `exp`/`nbf` are
 //! tested at any instant. The host layer is a few short files of glue.
+//!
+//! Envoy's V8 compiles every function with TurboFan (no Liftoff), and the
+//! memory of that compile, which grows faster than a function's size, stays
+//! in Envoy's tcmalloc afterwards (free pages): a few large functions cost
+//! MiBs of RSS. The cold parsers (configuration, token
+//! request bodies) are therefore kept `#[inline(never)]` in pieces, so that
+//! LLVM does not fold them into one function of 12-18 KB of Wasm.
+
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod b64;

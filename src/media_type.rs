@@ -107,6 +107,8 @@ fn is_token(s: &str) -> bool {
 }
 
 /// A token or a quoted-string, and what follows it.
+// Out of line: V8 (TurboFan) compile memory grows with function size; see lib.rs.
+#[inline(never)]
 fn parse_value(s: &str) -> Result<(String, &str), MediaTypeError> {
     let s = s.trim_start();
     if let Some(inner) = s.strip_prefix('"') {

@@ -111,6 +111,9 @@ enum Sniffed {
     Form,
 }
 
+// Out of line: V8 (TurboFan) compile memory grows with function size; see lib.rs.
+
+#[inline(never)]
 fn sniff(body: &[u8]) -> Sniffed {
     let trimmed = body.trim_ascii_start();
     if trimmed.first().is_some_and(|b| *b == b'{' || *b == b'[') {
@@ -127,6 +130,8 @@ fn sniff(body: &[u8]) -> Sniffed {
 }
 
 /// `application/x-www-form-urlencoded` (WHATWG URL §5.1).
+// Out of line: V8 (TurboFan) compile memory grows with function size; see lib.rs.
+#[inline(never)]
 pub fn parse_form(body: &[u8]) -> Result<Params, ParamsError> {
     let mut params = Params::default();
     for pair in body.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
@@ -235,6 +240,9 @@ impl<'de> Deserialize<'de> for JsonParams {
     }
 }
 
+// Out of line: V8 (TurboFan) compile memory grows with function size; see lib.rs.
+
+#[inline(never)]
 fn parse_json(body: &[u8]) -> Result<Params, ParamsError> {
     // RFC 8259 §8.1: JSON is UTF-8. Every member is walked (see
     // `StringOrOther`), so a bad escape or an out-of-range number (§9: our
@@ -297,6 +305,8 @@ fn unpadded(line: &str) -> &str {
 /// * otherwise it is the product documentation's form: delimiter lines that
 ///   are the bare boundary, the last one closing the body, nothing but blank
 ///   lines before the first; `B--`, which neither form defines, is refused.
+// Out of line: V8 (TurboFan) compile memory grows with function size; see lib.rs.
+#[inline(never)]
 fn parse_multipart(boundary: &str, body: &[u8]) -> Result<Params, ParamsError> {
     let text = std::str::from_utf8(body).map_err(|_| MALFORMED)?;
     let dashed = format!("--{boundary}");
@@ -328,6 +338,9 @@ fn parse_multipart(boundary: &str, body: &[u8]) -> Result<Params, ParamsError> {
     parts(text, false, bare_delimiter)
 }
 
+// Out of line: V8 (TurboFan) compile memory grows with function size; see lib.rs.
+
+#[inline(never)]
 fn parts(
     text: &str,
     rfc: bool,
@@ -423,6 +436,8 @@ fn parts(
 /// `type *(";" param "=" (token / quoted-string))`, quoted strings honouring
 /// `\` escapes, so a `;` or `name=` inside another parameter's quoted value
 /// is that value, not a parameter. A repeated `name` has two readings.
+// Out of line: V8 (TurboFan) compile memory grows with function size; see lib.rs.
+#[inline(never)]
 fn disposition_name(v: &str) -> Result<String, ParamsError> {
     fn is_tchar(c: char) -> bool {
         c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
