@@ -45,7 +45,6 @@ from report import table
 FLOOR_CRATE = ROOT / "tests" / "bench" / "floor"
 FLOOR_WASM = ROOT / "target" / "floor" / "wasm32-unknown-unknown" / "release" / "tollgate_bench_floor.wasm"
 SIDECAR_CLUSTER = "sidecar"
-RELEASE_BYTES = int(__import__("os").environ.get("RELEASE_BYTES", "0"))
 
 
 def build_floor() -> str:
@@ -115,8 +114,6 @@ def measure_rss(envoy_bin: str, label: str, wasm: str | None, plugin_config: dic
     clusters = [render.cluster("upstream", ports["fake_upstream"]), render.cluster(SIDECAR_CLUSTER, sidecar.port)]
     admin = harness.free_port()
     config = render.bootstrap(admin, listeners, clusters)
-    if RELEASE_BYTES:
-        config["memory_allocator_manager"] = {"bytes_to_release": RELEASE_BYTES, "memory_release_interval": "1s"}
     if wasm is None:
         config = without_wasm(config)
     env = track(BenchEnvoy(config, envoy=envoy_bin, ports=ports, admin_port=admin, concurrency=2))
