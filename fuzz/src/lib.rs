@@ -313,13 +313,17 @@ fn multer_quirk(boundary: &str, body: &[u8]) -> bool {
         }
         let line = String::from_utf8_lossy(line);
         line.contains('\\')
+            // RFC 9110 OWS is SP or HTAB, and Tollgate skips both around a
+            // parameter; multer trims spaces only (`name= a<TAB>;` is `a<TAB>`).
+            || line.contains('\t')
             || line.to_ascii_lowercase().matches("name").count() != line.matches("name").count()
             || line.split('"').skip(1).step_by(2).any(|quoted| quoted.contains("name"))
-            // multer reads a parameter whose name only starts with `name`
-            // (`nameX=1; name=a`) as the name, and trips on blanks before `=`.
+            // multer reads a parameter whose name only contains `name`
+            // (`nameX=1; name=a`, `xname=1; name=a`) as the name, and trips
+            // on blanks before `=`.
             || line.split(';').skip(1).filter_map(|p| p.split_once('=')).any(|(key, _)| {
                 let k = key.trim().to_ascii_lowercase();
-                (k.starts_with("name") && k != "name") || key.trim_end() != key
+                (k.contains("name") && k != "name" && k != "filename") || key.trim_end() != key
             })
     });
     mid_line || lf_body || disposition_quirk
