@@ -322,7 +322,6 @@ fn field<T: serde::de::DeserializeOwned>(value: &RawValue, name: &str) -> Result
 }
 
 // Out of line: V8 (TurboFan) compile memory grows with function size; see lib.rs.
-
 #[inline(never)]
 fn lockout(raw: &RawLockout, document: &[u8]) -> Result<Option<Lockout>, ConfigError> {
     if !raw.enabled {

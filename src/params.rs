@@ -112,7 +112,6 @@ enum Sniffed {
 }
 
 // Out of line: V8 (TurboFan) compile memory grows with function size; see lib.rs.
-
 #[inline(never)]
 fn sniff(body: &[u8]) -> Sniffed {
     let trimmed = body.trim_ascii_start();
@@ -241,7 +240,6 @@ impl<'de> Deserialize<'de> for JsonParams {
 }
 
 // Out of line: V8 (TurboFan) compile memory grows with function size; see lib.rs.
-
 #[inline(never)]
 fn parse_json(body: &[u8]) -> Result<Params, ParamsError> {
     // RFC 8259 §8.1: JSON is UTF-8. Every member is walked (see
@@ -339,7 +337,6 @@ fn parse_multipart(boundary: &str, body: &[u8]) -> Result<Params, ParamsError> {
 }
 
 // Out of line: V8 (TurboFan) compile memory grows with function size; see lib.rs.
-
 #[inline(never)]
 fn parts(
     text: &str,
