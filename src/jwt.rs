@@ -292,6 +292,22 @@ mod tests {
         assert_eq!(verify(&t, lookup(&p)).unwrap_err(), JwtError::BadClaims);
     }
 
+    /// A lone surrogate escape in a member we skip is JSON text (RFC 8259
+    /// §8.2 leaves its meaning open, not its syntax): accepted under a valid
+    /// signature, as the fuzz target `jwt` records. A broken escape is not.
+    #[test]
+    fn lone_surrogate_escape_in_a_skipped_member_is_json() {
+        let p = profile(1);
+        let c = format!("{{\"sub\":\"{}\",\"exp\":9999999999}}", p.id);
+        let h = format!("{{\"alg\":\"HS256\",\"kid\":\"{}\",\"x\":\"\\ud800a\"}}", p.kid);
+        assert!(verify(&sign_bytes(&p.key, h.as_bytes(), c.as_bytes()), lookup(&p)).is_ok());
+        let h = format!("{{\"alg\":\"HS256\",\"kid\":\"{}\",\"x\":\"\\ud8\"}}", p.kid);
+        assert_eq!(
+            verify(&sign_bytes(&p.key, h.as_bytes(), c.as_bytes()), lookup(&p)).unwrap_err(),
+            JwtError::BadHeader
+        );
+    }
+
     #[test]
     fn disabled_profile_is_revoked() {
         let mut r = record(3);

@@ -500,6 +500,10 @@ pub fn jwt(data: &[u8]) {
             // A number out of range nested in a header member we skip:
             // valid JSON text (RFC 8259 §9), accepted under a valid signature.
             Err(e) if e.to_string().contains("number out of range") => {}
+            // A lone surrogate escape (`\udaFa` then no low surrogate) in a
+            // member we skip: RFC 8259 §8.2 allows it in JSON text; serde_json
+            // cannot make it a Rust string, so its strict parse refuses.
+            Err(e) if e.to_string().contains("hex escape") || e.to_string().contains("surrogate") => {}
             Err(e) => panic!("verified a token whose header serde_json refuses: {e}"),
         }
         assert_eq!(v.profile.id, profile.id);
