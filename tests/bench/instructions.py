@@ -98,10 +98,11 @@ def get_n(port: int, n: int, headers: dict) -> None:
         conn.close()
 
 
-def callgrind_total(out_dir: pathlib.Path, pid: int, tag: str) -> int:
+def callgrind_total(out_dir: pathlib.Path, pid: int, tag: str, keep: pathlib.Path | None = None) -> int:
     """Dumps the counters since the last zeroing; the dump's `totals:` (or
     `summary:`) line, summed over the files written (one per thread with
-    --separate-threads, one otherwise)."""
+    --separate-threads, one otherwise). With `keep`, the dump is also copied
+    there as `<tag>.callgrind` for `callgrind_annotate`."""
     for f in out_dir.glob("cg.out*"):
         f.unlink()
     subprocess.run(["callgrind_control", "-d", tag, str(pid)], check=True, capture_output=True)
@@ -114,6 +115,9 @@ def callgrind_total(out_dir: pathlib.Path, pid: int, tag: str) -> int:
                 total += int(m.group(1))
                 found = True
         if found:
+            if keep is not None:
+                for i, f in enumerate(sorted(out_dir.glob("cg.out*"))):
+                    shutil.copy(f, keep / (f"{tag}.callgrind" if i == 0 else f"{tag}.{i}.callgrind"))
             return total
         if time.monotonic() > deadline:
             raise BenchError(f"callgrind wrote no dump for {tag} in {out_dir}")
@@ -128,6 +132,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sidecar", default=DEFAULT_SIDECAR)
     ap.add_argument("--requests", type=int, default=300, help="requests counted per scenario (default: 300)")
     ap.add_argument("--warmup", type=int, default=50, help="requests before counting (default: 50)")
+    ap.add_argument("--keep-dumps", type=pathlib.Path, metavar="DIR",
+                    help="copy each scenario's callgrind dump to DIR/<scenario>.callgrind (read with callgrind_annotate)")
     a = ap.parse_args(argv)
     builds = {}
     for spec in a.wasm or [f"current={DEFAULT_WASM}"]:
@@ -138,6 +144,8 @@ def main(argv=None) -> int:
         if not pathlib.Path(path).is_file():
             ap.error(f"--wasm {spec!r}: no such file")
         builds[name] = str(pathlib.Path(path).resolve())
+    if a.keep_dumps is not None:
+        a.keep_dumps.mkdir(parents=True, exist_ok=True)
     if len(builds) > MAX_BUILDS:
         ap.error(f"at most {MAX_BUILDS} builds per run (V8 reserves address space per VM; valgrind has less)")
     for tool in ("valgrind", "callgrind_control"):
@@ -177,7 +185,7 @@ def main(argv=None) -> int:
             get_n(ports[name], a.warmup, headers)
             subprocess.run(["callgrind_control", "-z", str(envoy.pid)], check=True, capture_output=True)
             get_n(ports[name], a.requests, headers)
-            counts[name] = callgrind_total(tmp, envoy.pid, name) / a.requests
+            counts[name] = callgrind_total(tmp, envoy.pid, name, a.keep_dumps) / a.requests
             log(f"instructions: {name:<20} {counts[name]:>10,.0f} per request")
         fields = [f"{k}={v:.0f}" for k, v in counts.items()]
         for name in builds:
