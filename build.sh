@@ -238,7 +238,7 @@ cmd_bench() {
     build
     "$VENV/bin/python" tests/bench/bench.py --wasm "$WASM" --envoy "$VENV/bin/envoy" --sidecar "$SIDECAR" "$@"
     say "instructions per request: Envoy under callgrind (deterministic, unlike the rps above)"
-    "$VENV/bin/python" tests/bench/instructions.py --wasm "guard_sidecar=$WASM" --envoy "$VENV/bin/envoy" --sidecar "$SIDECAR"
+    "$VENV/bin/python" tests/bench/instructions.py --modes --wasm "guard_sidecar=$WASM" --envoy "$VENV/bin/envoy" --sidecar "$SIDECAR"
     say "fleet: PostgreSQL + 3 sidecars + 3 Envoys"
     TOLLGATE_ENVOY="$VENV/bin/envoy" TOLLGATE_WASM="$WASM" TOLLGATE_SIDECAR="$SIDECAR" \
         "$VENV/bin/python" tests/bench/fleet.py
