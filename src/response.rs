@@ -33,7 +33,7 @@ impl LocalResponse {
         body.push_str("{\"access_token\":\"");
         body.push_str(access_token); // base64url and dots only: no escaping needed
         body.push_str("\",\"token_type\":\"bearer\",\"expires_in\":");
-        body.push_str(&expires_in.to_string());
+        crate::profile::push_decimal(&mut body, expires_in);
         body.push('}');
         Self::json(200, body.into_bytes())
     }
