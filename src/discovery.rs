@@ -11,6 +11,8 @@
 //! Security) move on after a 4xx but abort on a body they cannot parse, such
 //! as the guard's 401.
 
+use std::borrow::Cow;
+
 use crate::response::LocalResponse;
 
 pub const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
@@ -156,10 +158,10 @@ fn json_string(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
 }
 
-fn json(status: u32, cache: &str, body: Vec<u8>) -> LocalResponse {
+fn json(status: u32, cache: &'static str, body: Vec<u8>) -> LocalResponse {
     LocalResponse {
         status,
-        headers: vec![("content-type", "application/json".to_owned()), ("cache-control", cache.to_owned())],
+        headers: vec![("content-type", Cow::Borrowed("application/json")), ("cache-control", Cow::Borrowed(cache))],
         body,
     }
 }
@@ -178,7 +180,7 @@ fn not_found(description: &str) -> LocalResponse {
 pub fn respond(method: &str, path: &str, authority: Option<&str>, issuers: &Issuers) -> LocalResponse {
     if method != "GET" && method != "HEAD" {
         let mut r = error(405, "invalid_request", "the metadata endpoint accepts only GET and HEAD");
-        r.headers.push(("allow", "GET, HEAD".to_owned()));
+        r.headers.push(("allow", Cow::Borrowed("GET, HEAD")));
         return r;
     }
     if crate::path::strip_query(path) != METADATA_PATH {

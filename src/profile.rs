@@ -91,8 +91,13 @@ pub struct Profile {
     pub key: SigningKey,
     pub allowed_prefixes: Vec<String>,
     pub disabled: bool,
-    /// `base64url(header) "."`: the same for every token of this profile.
+    /// What every token of this profile starts with: `base64url(header) "."`
+    /// and the claims' head (`jwt::claims_head`) up to its last whole base64
+    /// group, encoded.
     token_prefix: String,
+    /// The claims' head after that group (0 to 2 bytes): where the part of
+    /// the claims that changes per token starts.
+    claims_carry: String,
     /// `key` with `token_prefix` absorbed.
     prefix_key: SigningKey,
 }
@@ -126,9 +131,14 @@ impl Profile {
         let key = SigningKey::new(&key);
         let mut token_prefix = crate::b64::url_encode(crate::jwt::header_json(&kid).as_bytes());
         token_prefix.push('.');
+        // `id` is hex, so the head is ASCII and any byte index a char boundary.
+        let head = crate::jwt::claims_head(&id);
+        let whole = head.len() - head.len() % 3;
+        crate::b64::url_encode_into(&head.as_bytes()[..whole], &mut token_prefix);
         Ok(Self {
             prefix_key: key.absorbed(token_prefix.as_bytes()),
             token_prefix,
+            claims_carry: head[whole..].to_owned(),
             id,
             client_id: r.client_id.clone(),
             secret_sha256,
@@ -139,10 +149,16 @@ impl Profile {
         })
     }
 
-    /// What every token of this profile starts with: the encoded header and
-    /// the dot.
+    /// What every token of this profile starts with: the encoded header, the
+    /// dot, and the encoded start of the claims.
     pub fn token_prefix(&self) -> &str {
         &self.token_prefix
+    }
+
+    /// The bytes of the claims' head that [`Self::token_prefix`] leaves to
+    /// each token (they do not fill a base64 group).
+    pub fn claims_carry(&self) -> &str {
+        &self.claims_carry
     }
 
     /// The HS256 tag of `token_prefix() + rest`, from the prepared state.
@@ -188,13 +204,36 @@ pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
 }
 
 pub fn encode_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
+    encode_hex_into(bytes, &mut s);
     s
+}
+
+/// Appends `bytes` in lower-case hex.
+pub fn encode_hex_into(bytes: &[u8], out: &mut String) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 15) as usize] as char);
+    }
+}
+
+/// Appends `n` in decimal, as `Display` would, without the formatting
+/// machinery (the token endpoint writes three per token).
+pub fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20]; // u64::MAX has 20
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[start..] {
+        out.push(d as char);
+    }
 }
 
 /// How requests find profiles: tokens by `kid`, token requests by client id.
@@ -275,6 +314,15 @@ pub(crate) mod tests {
             allowed_prefixes: vec!["/sales/".into()],
             disabled: false,
             name: None,
+        }
+    }
+
+    #[test]
+    fn push_decimal_is_display() {
+        for n in [0, 1, 9, 10, 99, 100, 3600, 1_700_000_000, u64::MAX - 1, u64::MAX] {
+            let mut s = String::from("x");
+            push_decimal(&mut s, n);
+            assert_eq!(s, format!("x{n}"));
         }
     }
 

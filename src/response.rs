@@ -1,12 +1,15 @@
 //! A locally generated HTTP response, built by the pure modules and sent by the
 //! host layer with `send_http_response`.
 
+use std::borrow::Cow;
+
 use crate::error::{BearerError, TokenError};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalResponse {
     pub status: u32,
-    pub headers: Vec<(&'static str, String)>,
+    /// Fixed values are borrowed: a token response allocates none.
+    pub headers: Vec<(&'static str, Cow<'static, str>)>,
     pub body: Vec<u8>,
 }
 
@@ -15,16 +18,16 @@ impl LocalResponse {
         Self {
             status,
             headers: vec![
-                ("content-type", "application/json".to_owned()),
-                ("cache-control", "no-store".to_owned()),
-                ("pragma", "no-cache".to_owned()),
+                ("content-type", Cow::Borrowed("application/json")),
+                ("cache-control", Cow::Borrowed("no-store")),
+                ("pragma", Cow::Borrowed("no-cache")),
             ],
             body,
         }
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_ref())
     }
 
     /// The RFC 6749 §5.1 success body.
@@ -33,7 +36,7 @@ impl LocalResponse {
         body.push_str("{\"access_token\":\"");
         body.push_str(access_token); // base64url and dots only: no escaping needed
         body.push_str("\",\"token_type\":\"bearer\",\"expires_in\":");
-        body.push_str(&expires_in.to_string());
+        crate::profile::push_decimal(&mut body, expires_in);
         body.push('}');
         Self::json(200, body.into_bytes())
     }
@@ -41,11 +44,13 @@ impl LocalResponse {
     pub fn token_error(err: TokenError, realm: &str) -> Self {
         let mut resp = Self::json(err.status(), error_body(Some(err.code()), err.description()));
         match err {
-            TokenError::MethodNotAllowed => resp.headers.push(("allow", "POST".to_owned())),
+            TokenError::MethodNotAllowed => resp.headers.push(("allow", Cow::Borrowed("POST"))),
             TokenError::InvalidClient { basic: true, .. } => {
-                resp.headers.push(("www-authenticate", format!("Basic realm=\"{realm}\"")))
+                resp.headers.push(("www-authenticate", Cow::Owned(format!("Basic realm=\"{realm}\""))))
             }
-            TokenError::LockedOut { retry_after } => resp.headers.push(("retry-after", retry_after.max(1).to_string())),
+            TokenError::LockedOut { retry_after } => {
+                resp.headers.push(("retry-after", Cow::Owned(retry_after.max(1).to_string())))
+            }
             _ => {}
         }
         resp
@@ -60,7 +65,7 @@ impl LocalResponse {
                 }
                 None => format!("Bearer realm=\"{realm}\""),
             };
-            resp.headers.push(("www-authenticate", challenge));
+            resp.headers.push(("www-authenticate", Cow::Owned(challenge)));
         }
         resp
     }

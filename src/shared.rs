@@ -167,7 +167,7 @@ impl View {
 fn entry_bytes(key: &str, p: &Profile) -> usize {
     use std::mem::size_of;
     let prefixes: usize = p.allowed_prefixes.iter().map(|x| x.len() + size_of::<String>()).sum();
-    let strings = p.id.len() + p.client_id.len() + p.kid.len() + p.token_prefix().len();
+    let strings = p.id.len() + p.client_id.len() + p.kid.len() + p.token_prefix().len() + p.claims_carry().len();
     key.len() + size_of::<(String, Rc<Profile>)>() + 16 + size_of::<Profile>() + strings + prefixes + 32
 }
 

@@ -205,7 +205,8 @@ impl fmt::Debug for StoredProfile {
 pub struct ClientSecret(String);
 
 impl ClientSecret {
-    /// The secret itself (64 hex chars).
+    /// The secret itself (43 base64url characters; 64 hex digits if it was
+    /// generated before base64url).
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -393,7 +394,7 @@ pub(crate) struct Credentials {
 
 impl Credentials {
     pub(crate) fn new(keyring: &Keyring, profile_id: &str) -> Result<Self> {
-        let secret = random_hex(32)?;
+        let secret = random_secret()?;
         let kid = random_hex(32)?;
         let mut key = zeroize::Zeroizing::new([0u8; 32]);
         getrandom::getrandom(key.as_mut()).map_err(|e| StoreError::Random(e.to_string()))?;
@@ -489,6 +490,16 @@ pub fn validate_prefixes(prefixes: &[String]) -> Result<Vec<String>> {
 /// Hex of SHA-256 of `s`'s UTF-8 bytes.
 pub fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+/// A client secret: 32 bytes from the OS random number generator, base64url
+/// without padding (43 characters). Short enough that the filter checks it
+/// with one SHA-256 block (55 bytes at most), where 64 hex digits took two;
+/// secrets already handed out keep working (only their SHA-256 is stored).
+pub fn random_secret() -> Result<String> {
+    let mut buf = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::getrandom(buf.as_mut()).map_err(|e| StoreError::Random(e.to_string()))?;
+    Ok(tollgate::b64::url_encode(buf.as_ref()))
 }
 
 /// `n` bytes from the OS random number generator, hex encoded.

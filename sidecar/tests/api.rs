@@ -25,6 +25,11 @@ fn is_hex(v: &Value, len: usize) -> bool {
     v.as_str().is_some_and(|s| s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
 }
 
+/// 256 bits, base64url without padding.
+fn is_secret(v: &Value) -> bool {
+    v.as_str().is_some_and(|s| s.len() == 43 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+}
+
 fn sha256_hex(s: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(s.as_bytes()))
@@ -57,7 +62,7 @@ fn admin_crud_round_trip() {
     assert!(is_hex(&p["id"], 64));
     assert!(is_hex(&p["client_id"], 32));
     assert!(is_hex(&p["kid"], 64));
-    assert!(is_hex(&created["client_secret"], 64));
+    assert!(is_secret(&created["client_secret"]));
     assert_eq!(p["name"], "Sales reader");
     assert_eq!(p["allowed_prefixes"], json!(["/sales/", "/hr/"]));
     assert_eq!(p["enabled"], true);
@@ -113,7 +118,7 @@ fn admin_crud_round_trip() {
     assert_eq!(r.status, 200, "{}", r.body);
     let rotated = r.json();
     assert_eq!(keys(&rotated), vec!["client_secret", "profile"]);
-    assert!(is_hex(&rotated["client_secret"], 64));
+    assert!(is_secret(&rotated["client_secret"]));
     assert_ne!(rotated["client_secret"], created["client_secret"]);
     assert_ne!(rotated["profile"]["kid"], p["kid"]);
     assert_eq!(rotated["profile"]["client_id"], p["client_id"]);

@@ -33,7 +33,8 @@ fn profile_lifecycle_via_cli() {
     let id = p["id"].as_str().unwrap().to_string();
     let client_id = p["client_id"].as_str().unwrap().to_string();
     assert_eq!(created["client_id"], json!(client_id));
-    assert_eq!(created["client_secret"].as_str().unwrap().len(), 64);
+    let secret = created["client_secret"].as_str().unwrap();
+    assert!(secret.len() == 43 && secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
     assert_eq!(p["allowed_prefixes"], json!(["/sales/", "/hr/"]));
     assert_eq!(p["enabled"], true);
     assert_eq!(p["revision"], 1);

@@ -139,8 +139,9 @@ def start_gateway(upstream: Upstream, plugin_config: dict, *, hold: bool = True,
 # --- profiles and tokens, crafted the way the sidecar and the filter do -----
 
 def new_profile(allowed=("/sales/",), disabled=False) -> tuple[dict, str]:
-    """A static-config profile record and its plaintext secret."""
-    secret = secrets.token_hex(32)
+    """A static-config profile record and its plaintext secret (256 bits,
+    base64url without padding, as the sidecar generates them)."""
+    secret = secrets.token_urlsafe(32)
     record = {
         "id": secrets.token_hex(32),
         "client_id": secrets.token_hex(16),
