@@ -81,7 +81,9 @@ fn create_generates_values_and_bumps_revision(f: &dyn Fixture) {
     assert!(is_hex(&pr.kid, 64));
     assert!(tollgate_sidecar::keyring::is_sealed(&pr.sealed_signing_key));
     assert_eq!(unsealed(s.as_ref(), pr).len(), 32);
-    assert!(is_hex(created.client_secret.expose(), 64));
+    // 256 bits as base64url without padding: one SHA-256 block in the filter.
+    let secret = created.client_secret.expose();
+    assert!(secret.len() == 43 && secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
     assert_eq!(pr.secret_sha256, sha256_hex(created.client_secret.expose()));
     assert_eq!(pr.allowed_prefixes, p(&["/sales/", "/hr/"]));
     assert!(pr.enabled);
