@@ -50,7 +50,7 @@ def test_clients_file_describes_each_region(compose):
     for region, c in written.items():
         assert c["base_url"] == f"http://127.0.0.1:{compose.ports[region][0]}"
         assert c["token_url"] == c["base_url"] + "/oauth2/token"
-        assert len(c["client_id"]) == 32 and len(c["client_secret"]) == 64
+        assert len(c["client_id"]) == 32 and len(c["client_secret"]) == 43
     assert compose.clients_path.stat().st_mode & 0o077 == 0
 
 
