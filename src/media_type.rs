@@ -46,7 +46,16 @@ impl MediaTypeError {
 }
 
 pub fn parse(header: &str) -> Result<BodyFormat, MediaTypeError> {
-    let mut rest = header.trim();
+    // The forms clients send, bare: what the general reading below returns
+    // for them, without its allocations.
+    let bare = header.trim();
+    if bare.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        return Ok(BodyFormat::Form);
+    }
+    if bare.eq_ignore_ascii_case("application/json") {
+        return Ok(BodyFormat::Json);
+    }
+    let mut rest = bare;
     let end = rest.find(';').unwrap_or(rest.len());
     let essence = rest[..end].trim().to_ascii_lowercase();
     rest = &rest[end..];
