@@ -148,6 +148,25 @@ mod tests {
 
     use super::*;
 
+    /// The bare forms' shortcut answers what the general reading does (a
+    /// trailing `;` takes the general path and changes nothing).
+    #[test]
+    fn bare_forms_read_as_the_general_reading() {
+        for ct in [
+            "application/x-www-form-urlencoded",
+            "Application/X-WWW-Form-URLEncoded",
+            " application/json\t",
+            "APPLICATION/JSON",
+            "application/jsonx",
+            "application/ json",
+            "text/plain",
+        ] {
+            assert_eq!(parse(ct), parse(&format!("{ct};")), "{ct:?}");
+        }
+        assert_eq!(parse("Application/JSON"), Ok(BodyFormat::Json));
+        assert_eq!(parse("application/ json"), Err(MediaTypeError::Malformed));
+    }
+
     #[test]
     fn accepted() {
         assert_eq!(parse("application/x-www-form-urlencoded"), Ok(BodyFormat::Form));

@@ -760,6 +760,11 @@ pub(crate) mod tests {
     fn form_decoding() {
         assert_eq!(form_decode(b"a+b%3Ac").unwrap(), "a b:c");
         assert_eq!(form_decode(b"%E3%81%82").unwrap(), "あ");
+        // Nothing to decode: copied as it is, UTF-8 still required.
+        assert_eq!(form_decode(b"client_credentials").unwrap(), "client_credentials");
+        assert_eq!(form_decode("あ".as_bytes()).unwrap(), "あ");
+        assert_eq!(form_decode(b"\xff"), None);
+        assert_eq!(form_decode(b"\xe3%81%82").unwrap(), "あ", "raw and decoded bytes make one text");
         assert!(form_decode(b"%").is_none());
         assert!(form_decode(b"%4").is_none());
     }
