@@ -50,15 +50,16 @@ pub fn check_head(head: &RequestHead) -> Result<BodyFormat, TokenError> {
     media_type::parse(ct).map_err(|e| bad(InvalidRequest::ContentType(e)))
 }
 
-/// Parses the whole request. `check_head` must have passed.
-pub fn parse(head: &RequestHead, format: &BodyFormat, body: &[u8]) -> Result<ClientCredentials, TokenError> {
+/// Parses the whole request: its body in `format`, and its `Authorization`
+/// header (all the body's reading needs of a head that `check_head` passed).
+pub fn parse(authorization: Option<&str>, format: &BodyFormat, body: &[u8]) -> Result<ClientCredentials, TokenError> {
     let params = params::parse(format, body).map_err(bad_body)?;
     match params.get("grant_type").map_err(bad_body)? {
         None => return Err(bad(InvalidRequest::GrantTypeMissing)),
         Some("client_credentials") => {}
         Some(_) => return Err(TokenError::UnsupportedGrantType),
     }
-    client_authentication(head.authorization, &params)
+    client_authentication(authorization, &params)
 }
 
 fn client_authentication(authorization: Option<&str>, params: &Params) -> Result<ClientCredentials, TokenError> {
@@ -113,7 +114,7 @@ mod tests {
 
     fn run(h: RequestHead, body: &str) -> Result<ClientCredentials, TokenError> {
         let f = check_head(&h)?;
-        parse(&h, &f, body.as_bytes())
+        parse(h.authorization, &f, body.as_bytes())
     }
 
     fn basic(id: &str, secret: &str) -> String {
