@@ -12,7 +12,7 @@ use crate::headers::HeaderMap;
 use crate::media_type::BodyFormat;
 use crate::metrics::Outcome;
 use crate::path;
-use crate::profile::{ProfileLookup, MAX_CLIENT_ID_LEN};
+use crate::profile::ProfileLookup;
 use crate::response::LocalResponse;
 use crate::shared::SharedStore;
 use crate::token_endpoint;
@@ -56,31 +56,13 @@ pub enum Action {
 }
 
 #[derive(Debug, Default)]
-struct OwnedHead {
-    method: String,
-    path: String,
-    content_type: Option<String>,
-    authorization: Option<String>,
-}
-
-impl OwnedHead {
-    fn view(&self) -> RequestHead<'_> {
-        RequestHead {
-            method: &self.method,
-            path: &self.path,
-            content_type: self.content_type.as_deref(),
-            authorization: self.authorization.as_deref(),
-        }
-    }
-}
-
-#[derive(Debug, Default)]
 enum State {
     #[default]
     Headers,
     /// A token request waiting for the rest of its body; `received` is the
     /// size of what the host has buffered so far.
-    TokenBody { head: OwnedHead, format: BodyFormat, received: usize },
+    /// `authorization`: the one header the body's reading needs.
+    TokenBody { authorization: Option<String>, format: BodyFormat, received: usize },
     /// Answered locally: nothing more goes upstream.
     Answered,
     /// Authorized or public: the filter is out of the way.
@@ -101,9 +83,10 @@ impl RequestFlow {
         end_of_stream: bool,
     ) -> Action {
         let headers = host.request_headers();
-        let path = headers.get(":path").unwrap_or_default();
+        let [path, authorization] = headers.get_each([":path", "authorization"]);
+        let path = path.unwrap_or_default();
         if path::strip_query(path) == cfg.token_path {
-            return self.token_headers(host, cfg, &headers, path.to_owned(), end_of_stream);
+            return self.token_headers(host, cfg, headers, end_of_stream);
         }
         // RFC 8414 metadata: public, answered here, never routed.
         if discovery::is_discovery_path(path) {
@@ -119,7 +102,7 @@ impl RequestFlow {
         }
         if cfg.is_public(path) {
             // A token the filter did not consume does not leave either.
-            if !cfg.keep_authorization && headers.get("authorization").is_some() {
+            if !cfg.keep_authorization && authorization.is_some() {
                 host.set_request_header("authorization", None);
             }
             self.state = State::Passed;
@@ -128,7 +111,7 @@ impl RequestFlow {
         let now_ms = host.now_millis();
         let now = now_ms / 1000;
         let outcome = host.profiles(now_ms).map_err(BearerError::Unavailable).and_then(|(set, generation)| {
-            guard::authorize(headers.get("authorization"), path, &*set, generation, now, cfg.leeway, cache)
+            guard::authorize(authorization, path, &*set, generation, now, cfg.leeway, cache)
         });
         match outcome {
             Ok(profile) => {
@@ -207,26 +190,27 @@ impl RequestFlow {
         &mut self,
         host: &mut impl RequestHost,
         cfg: &Config,
-        headers: &HeaderMap,
-        path: String,
+        headers: HeaderMap,
         end_of_stream: bool,
     ) -> Action {
-        let head = OwnedHead {
-            method: headers.get(":method").unwrap_or_default().to_owned(),
-            path,
-            content_type: headers.get("content-type").map(str::to_owned),
-            authorization: headers.get("authorization").map(str::to_owned),
+        let [method, path, content_type, authorization, content_length] =
+            headers.get_each([":method", ":path", "content-type", "authorization", "content-length"]);
+        let head = RequestHead {
+            method: method.unwrap_or_default(),
+            path: path.unwrap_or_default(),
+            content_type,
+            authorization,
         };
-        let format = match token_request::check_head(&head.view()) {
+        let format = match token_request::check_head(&head) {
             Ok(f) => f,
             Err(e) => return self.token_error(host, cfg, e),
         };
-        let declared = headers.get("content-length").and_then(|l| l.trim().parse::<usize>().ok());
+        let declared = content_length.and_then(|l| l.trim().parse::<usize>().ok());
         if declared.is_some_and(|l| l > cfg.max_body_bytes) {
             return self.token_error(host, cfg, TokenError::BodyTooLarge);
         }
-        let had_authorization = head.authorization.is_some();
-        self.state = State::TokenBody { head, format, received: 0 };
+        let had_authorization = authorization.is_some();
+        self.state = State::TokenBody { authorization: authorization.map(str::to_owned), format, received: 0 };
         if end_of_stream {
             return self.finish_token(host, cfg, 0);
         }
@@ -244,11 +228,11 @@ impl RequestFlow {
 
     /// Answers a token request whose whole body (`size` bytes) the host holds.
     fn finish_token(&mut self, host: &mut impl RequestHost, cfg: &Config, size: usize) -> Action {
-        let State::TokenBody { head, format, .. } = std::mem::replace(&mut self.state, State::Answered) else {
+        let State::TokenBody { authorization, format, .. } = std::mem::replace(&mut self.state, State::Answered) else {
             return Action::Pause;
         };
         let body = if size == 0 { Vec::new() } else { host.request_body(size).unwrap_or_default() };
-        let outcome = token_request::parse(&head.view(), &format, &body).and_then(|creds| {
+        let outcome = token_request::parse(authorization.as_deref(), &format, &body).and_then(|creds| {
             let now_ms = host.now_millis();
             let (set, _) = host.profiles(now_ms).map_err(TokenError::Unavailable)?;
             issue_with_lockout(host, cfg, &creds, &*set, now_ms / 1000)
@@ -291,13 +275,13 @@ fn issue_with_lockout(
     let Some(lock) = &cfg.lockout else {
         return token_endpoint::issue(creds, set, now, cfg.token_lifetime, &jti);
     };
-    // An id longer than any profile's is unknown without a lookup.
-    let known = (creds.client_id.len() <= MAX_CLIENT_ID_LEN && set.by_client_id(&creds.client_id).is_some())
-        .then_some(creds.client_id.as_str());
+    // One lookup for both the lock (is the client known?) and the secret.
+    let profile = token_endpoint::lookup(creds, set);
+    let known = profile.is_some().then_some(creds.client_id.as_str());
     let source = || host.source_address();
     lock.check(host.shared_store(), known, &source, now)
         .map_err(|l| TokenError::LockedOut { retry_after: l.retry_after })?;
-    let outcome = token_endpoint::issue(creds, set, now, cfg.token_lifetime, &jti);
+    let outcome = token_endpoint::issue_to(creds, profile, now, cfg.token_lifetime, &jti);
     if let Err(TokenError::InvalidClient { .. }) = outcome {
         if let Some(l) = lock.record_failure(host.shared_store(), known, &source, now) {
             host.record(Outcome::Lockout);
@@ -699,7 +683,7 @@ mod tests {
         assert_eq!(flow.on_request_body(&mut h, &cfg, 256, false), Action::Pause);
         // The host buffered past the limit without a body callback saying so.
         flow.state = match std::mem::take(&mut flow.state) {
-            State::TokenBody { head, format, .. } => State::TokenBody { head, format, received: 257 },
+            State::TokenBody { authorization, format, .. } => State::TokenBody { authorization, format, received: 257 },
             other => other,
         };
         assert_eq!(flow.on_request_trailers(&mut h, &cfg), Action::Pause);

@@ -52,18 +52,18 @@ impl HeaderMap {
     }
 
     /// The encoding of `pairs` (what the host sends for a map).
-    pub fn encode(pairs: &[(&str, &str)]) -> Vec<u8> {
-        let size = 4 + pairs.iter().map(|(n, v)| n.len() + v.len() + 10).sum::<usize>();
+    pub fn encode<N: AsRef<str>, V: AsRef<str>>(pairs: &[(N, V)]) -> Vec<u8> {
+        let size = 4 + pairs.iter().map(|(n, v)| n.as_ref().len() + v.as_ref().len() + 10).sum::<usize>();
         let mut out = Vec::with_capacity(size);
         out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
         for (n, v) in pairs {
-            out.extend_from_slice(&(n.len() as u32).to_le_bytes());
-            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(n.as_ref().len() as u32).to_le_bytes());
+            out.extend_from_slice(&(v.as_ref().len() as u32).to_le_bytes());
         }
         for (n, v) in pairs {
-            out.extend_from_slice(n.as_bytes());
+            out.extend_from_slice(n.as_ref().as_bytes());
             out.push(0);
-            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(v.as_ref().as_bytes());
             out.push(0);
         }
         out
@@ -110,6 +110,26 @@ impl HeaderMap {
     /// [`NOT_UTF8`].
     pub fn get(&self, name: &str) -> Option<&str> {
         self.get_bytes(name).map(|v| std::str::from_utf8(v).unwrap_or(NOT_UTF8))
+    }
+
+    /// The first value of each of `names` as [`Self::get`] reads it, in one
+    /// pass over the map (a token request reads five headers).
+    pub fn get_each<const N: usize>(&self, names: [&str; N]) -> [Option<&str>; N] {
+        let mut found: [Option<&[u8]>; N] = [None; N];
+        let mut left = N;
+        for (name, value) in self.iter() {
+            for (want, slot) in names.iter().zip(found.iter_mut()) {
+                // Lengths first: most pairs differ there.
+                if want.len() == name.len() && slot.is_none() && name.eq_ignore_ascii_case(want.as_bytes()) {
+                    *slot = Some(value);
+                    left -= 1;
+                }
+            }
+            if left == 0 {
+                break;
+            }
+        }
+        found.map(|v| v.map(|v| std::str::from_utf8(v).unwrap_or(NOT_UTF8)))
     }
 
     /// Names an upstream could read as one of `ours`: equal up to ASCII case
@@ -173,6 +193,25 @@ mod tests {
         let map = HeaderMap::decode(bytes).unwrap();
         assert_eq!(map.get("bad"), Some(NOT_UTF8));
         assert_eq!(map.get_bytes("bad"), Some(&[0xff, 0xa9][..]));
+        assert_eq!(map.get_each(["bad", "missing"]), [Some(NOT_UTF8), None]);
+    }
+
+    /// One pass reads what one `get` per name reads: first values, names
+    /// ignoring case, absent names, and a map where every name is wanted.
+    #[test]
+    fn get_each_is_get_per_name() {
+        let map = HeaderMap::from_pairs(&[
+            (":method", "POST"),
+            ("Content-Type", "a/b"),
+            ("content-type", "c/d"),
+            ("authorization", ""),
+            (":path", "/t"),
+        ]);
+        let names = [":path", "content-type", "authorization", "content-length", ":method"];
+        assert_eq!(map.get_each(names), names.map(|n| map.get(n)));
+        assert_eq!(map.get_each(names)[1], Some("a/b"));
+        assert_eq!(HeaderMap::default().get_each([":path"]), [None]);
+        assert_eq!(map.get_each([]), [None; 0]);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use serde::Deserialize;
 
 use crate::b64;
-use crate::profile::{encode_hex_into, push_decimal, Profile};
+use crate::profile::{encode_hex_into, push_decimal, Decimal, Profile};
 
 /// Longest token we are willing to look at; ours are about 330 bytes.
 pub const MAX_TOKEN_LEN: usize = 4096;
@@ -101,22 +101,24 @@ pub fn mint(profile: &Profile, now: u64, lifetime: u64, jti: &[u8; 16]) -> Strin
     let mut rest = String::with_capacity(96);
     rest.push_str(profile.claims_carry());
     push_decimal(&mut rest, now.saturating_add(lifetime));
+    let now = Decimal::new(now);
     rest.push_str(",\"nbf\":");
-    push_decimal(&mut rest, now);
+    rest.push_str(now.as_str());
     rest.push_str(",\"iat\":");
-    push_decimal(&mut rest, now);
+    rest.push_str(now.as_str());
     rest.push_str(",\"jti\":\"");
     encode_hex_into(jti, &mut rest);
     rest.push_str("\"}");
-    let mut token = String::with_capacity(360);
-    token.push_str(profile.token_prefix());
+    let mut token = Vec::with_capacity(profile.token_prefix().len() + 4 * rest.len() / 3 + 48);
+    token.extend_from_slice(profile.token_prefix().as_bytes());
     let rest_start = token.len();
-    b64::url_encode_into(rest.as_bytes(), &mut token);
-    let tag = profile.sign_after_prefix(&token.as_bytes()[rest_start..]);
-    debug_assert_eq!(tag, profile.key.sign(token.as_bytes()));
-    token.push('.');
-    b64::url_encode_into(&tag, &mut token);
-    token
+    b64::url_encode_bytes(rest.as_bytes(), &mut token);
+    let tag = profile.sign_after_prefix(&token[rest_start..]);
+    debug_assert_eq!(tag, profile.key.sign(&token));
+    token.push(b'.');
+    b64::url_encode_bytes(&tag, &mut token);
+    // The prefix was a `str`, the rest base64url and a dot: never the fallback.
+    String::from_utf8(token).unwrap_or_default()
 }
 
 /// Verifies signature and claims. `lookup` maps a `kid` to its profile; time

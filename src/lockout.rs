@@ -115,10 +115,13 @@ enum Table {
 
 impl Table {
     fn key(self, slot: u32) -> String {
-        match self {
-            Self::Client => format!("lock.c.{slot}"),
-            Self::Source => format!("lock.s.{slot}"),
-        }
+        let mut key = String::with_capacity(17);
+        key.push_str(match self {
+            Self::Client => "lock.c.",
+            Self::Source => "lock.s.",
+        });
+        crate::profile::push_decimal(&mut key, u64::from(slot));
+        key
     }
 }
 

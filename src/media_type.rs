@@ -46,7 +46,16 @@ impl MediaTypeError {
 }
 
 pub fn parse(header: &str) -> Result<BodyFormat, MediaTypeError> {
-    let mut rest = header.trim();
+    // The forms clients send, bare: what the general reading below returns
+    // for them, without its allocations.
+    let bare = header.trim();
+    if bare.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        return Ok(BodyFormat::Form);
+    }
+    if bare.eq_ignore_ascii_case("application/json") {
+        return Ok(BodyFormat::Json);
+    }
+    let mut rest = bare;
     let end = rest.find(';').unwrap_or(rest.len());
     let essence = rest[..end].trim().to_ascii_lowercase();
     rest = &rest[end..];
@@ -138,6 +147,25 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     use super::*;
+
+    /// The bare forms' shortcut answers what the general reading does (a
+    /// trailing `;` takes the general path and changes nothing).
+    #[test]
+    fn bare_forms_read_as_the_general_reading() {
+        for ct in [
+            "application/x-www-form-urlencoded",
+            "Application/X-WWW-Form-URLEncoded",
+            " application/json\t",
+            "APPLICATION/JSON",
+            "application/jsonx",
+            "application/ json",
+            "text/plain",
+        ] {
+            assert_eq!(parse(ct), parse(&format!("{ct};")), "{ct:?}");
+        }
+        assert_eq!(parse("Application/JSON"), Ok(BodyFormat::Json));
+        assert_eq!(parse("application/ json"), Err(MediaTypeError::Malformed));
+    }
 
     #[test]
     fn accepted() {

@@ -148,6 +148,11 @@ pub fn parse_form(body: &[u8]) -> Result<Params, ParamsError> {
 /// Decodes one form component: `+` is a space, `%XX` a byte; the result must
 /// be UTF-8. Used for Basic credentials too (RFC 6749 §2.3.1).
 pub fn form_decode(input: &[u8]) -> Option<String> {
+    // Most components (`grant_type`, `client_credentials`, ids, generated
+    // secrets) have nothing to decode: one scan, then one copy.
+    if !input.iter().any(|b| matches!(b, b'+' | b'%')) {
+        return std::str::from_utf8(input).ok().map(str::to_owned);
+    }
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while i < input.len() {
@@ -755,6 +760,11 @@ pub(crate) mod tests {
     fn form_decoding() {
         assert_eq!(form_decode(b"a+b%3Ac").unwrap(), "a b:c");
         assert_eq!(form_decode(b"%E3%81%82").unwrap(), "あ");
+        // Nothing to decode: copied as it is, UTF-8 still required.
+        assert_eq!(form_decode(b"client_credentials").unwrap(), "client_credentials");
+        assert_eq!(form_decode("あ".as_bytes()).unwrap(), "あ");
+        assert_eq!(form_decode(b"\xff"), None);
+        assert_eq!(form_decode(b"\xe3%81%82").unwrap(), "あ", "raw and decoded bytes make one text");
         assert!(form_decode(b"%").is_none());
         assert!(form_decode(b"%4").is_none());
     }

@@ -220,19 +220,35 @@ pub fn encode_hex_into(bytes: &[u8], out: &mut String) {
 
 /// Appends `n` in decimal, as `Display` would, without the formatting
 /// machinery (the token endpoint writes three per token).
-pub fn push_decimal(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20]; // u64::MAX has 20
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
+pub fn push_decimal(out: &mut String, n: u64) {
+    out.push_str(Decimal::new(n).as_str());
+}
+
+/// A `u64` written in decimal on the stack (what `Display` writes, without
+/// `core::fmt`): minting writes the same second twice (`nbf`, `iat`).
+pub struct Decimal {
+    digits: [u8; 20], // u64::MAX has 20
+    start: usize,
+}
+
+impl Decimal {
+    pub fn new(mut n: u64) -> Self {
+        let mut digits = [b'0'; 20];
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
         }
+        Self { digits, start }
     }
-    for &d in &digits[start..] {
-        out.push(d as char);
+
+    pub fn as_str(&self) -> &str {
+        // ASCII digits only: never the fallback.
+        std::str::from_utf8(&self.digits[self.start..]).unwrap_or("0")
     }
 }
 

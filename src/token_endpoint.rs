@@ -3,7 +3,9 @@
 
 use crate::error::{InvalidClient, TokenError};
 use crate::jwt;
-use crate::profile::{ProfileLookup, MAX_CLIENT_ID_LEN};
+use std::rc::Rc;
+
+use crate::profile::{Profile, ProfileLookup, MAX_CLIENT_ID_LEN};
 use crate::token_request::ClientCredentials;
 
 /// Authenticates the client and mints its token.
@@ -14,15 +16,28 @@ pub fn issue(
     lifetime: u64,
     jti: &[u8; 16],
 ) -> Result<String, TokenError> {
+    issue_to(creds, lookup(creds, set), now, lifetime, jti)
+}
+
+/// The profile `creds` name, if any. No profile has a longer id than
+/// [`MAX_CLIENT_ID_LEN`]: such an id is unknown without a lookup, so an
+/// attacker's long ids cost neither a shared-data read nor a key in memory.
+pub fn lookup(creds: &ClientCredentials, set: &dyn ProfileLookup) -> Option<Rc<Profile>> {
+    (creds.client_id.len() <= MAX_CLIENT_ID_LEN).then(|| set.by_client_id(&creds.client_id)).flatten()
+}
+
+/// [`issue`] with the profile already looked up ([`lookup`]): the lockout
+/// needs to know whether the client exists before the secret is checked.
+pub fn issue_to(
+    creds: &ClientCredentials,
+    profile: Option<Rc<Profile>>,
+    now: u64,
+    lifetime: u64,
+    jti: &[u8; 16],
+) -> Result<String, TokenError> {
     let refused = TokenError::InvalidClient { cause: InvalidClient::Failed, basic: creds.basic };
-    // No profile has a longer id: refused without a lookup, so an attacker's
-    // long ids cost neither a shared-data read nor a key in memory.
-    if creds.client_id.len() > MAX_CLIENT_ID_LEN {
+    let Some(profile) = profile else {
         return Err(refused);
-    }
-    let profile = match set.by_client_id(&creds.client_id) {
-        Some(p) => p,
-        None => return Err(refused),
     };
     // Check the secret before `disabled` so a disabled profile tells nothing
     // to someone who does not hold its secret.

@@ -4,7 +4,7 @@
 use crate::b64;
 use crate::error::{InvalidClient, InvalidRequest, TokenError};
 use crate::media_type::{self, BodyFormat};
-use crate::params::{self, Params};
+use crate::params;
 use crate::path;
 
 /// What the token endpoint needs from the request headers.
@@ -50,20 +50,33 @@ pub fn check_head(head: &RequestHead) -> Result<BodyFormat, TokenError> {
     media_type::parse(ct).map_err(|e| bad(InvalidRequest::ContentType(e)))
 }
 
-/// Parses the whole request. `check_head` must have passed.
-pub fn parse(head: &RequestHead, format: &BodyFormat, body: &[u8]) -> Result<ClientCredentials, TokenError> {
+/// Parses the whole request: its body in `format`, and its `Authorization`
+/// header (all the body's reading needs of a head that `check_head` passed).
+pub fn parse(authorization: Option<&str>, format: &BodyFormat, body: &[u8]) -> Result<ClientCredentials, TokenError> {
+    // The body of nearly every Basic-authenticated request (RFC 6749 §4.4.2's
+    // example): the grant type alone. What the general reading gives for it,
+    // without building the parameters.
+    if *format == BodyFormat::Form && body == BARE_GRANT {
+        return client_authentication(authorization, None, None);
+    }
     let params = params::parse(format, body).map_err(bad_body)?;
     match params.get("grant_type").map_err(bad_body)? {
         None => return Err(bad(InvalidRequest::GrantTypeMissing)),
         Some("client_credentials") => {}
         Some(_) => return Err(TokenError::UnsupportedGrantType),
     }
-    client_authentication(head.authorization, &params)
-}
-
-fn client_authentication(authorization: Option<&str>, params: &Params) -> Result<ClientCredentials, TokenError> {
     let body_id = params.get("client_id").map_err(bad_body)?;
     let body_secret = params.get("client_secret").map_err(bad_body)?;
+    client_authentication(authorization, body_id, body_secret)
+}
+
+const BARE_GRANT: &[u8] = b"grant_type=client_credentials";
+
+fn client_authentication(
+    authorization: Option<&str>,
+    body_id: Option<&str>,
+    body_secret: Option<&str>,
+) -> Result<ClientCredentials, TokenError> {
     match authorization {
         Some(auth) => {
             let (scheme, rest) = auth.trim().split_once(' ').unwrap_or((auth.trim(), ""));
@@ -113,11 +126,27 @@ mod tests {
 
     fn run(h: RequestHead, body: &str) -> Result<ClientCredentials, TokenError> {
         let f = check_head(&h)?;
-        parse(&h, &f, body.as_bytes())
+        parse(h.authorization, &f, body.as_bytes())
     }
 
     fn basic(id: &str, secret: &str) -> String {
         format!("Basic {}", b64::std_encode(format!("{id}:{secret}").as_bytes()))
+    }
+
+    /// The bare grant's shortcut answers what the general reading does (a
+    /// trailing `&` takes the general path and adds no parameter).
+    #[test]
+    fn bare_grant_reads_as_the_general_reading() {
+        let ok = basic("client-1", "s3cret");
+        for auth in [Some(ok.as_str()), None, Some("Bearer x"), Some("Basic !!"), Some("Basic Og=="), Some("basic")] {
+            let h = head(Some(FORM), auth);
+            assert_eq!(run(h, "grant_type=client_credentials"), run(h, "grant_type=client_credentials&"), "{auth:?}");
+        }
+        let c = run(head(Some(FORM), Some(&ok)), "grant_type=client_credentials").unwrap();
+        assert_eq!((c.client_id.as_str(), c.client_secret.as_str(), c.basic), ("client-1", "s3cret", true));
+        // JSON that happens to be those bytes is not JSON: refused as before.
+        let json = head(Some("application/json"), Some(&ok));
+        assert_eq!(run(json, "grant_type=client_credentials"), run(json, "grant_type=client_credentials&"));
     }
 
     #[test]

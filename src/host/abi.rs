@@ -154,7 +154,11 @@ pub(crate) fn remove_header(kind: u32, name: &str) -> Result<(), Status> {
     check(unsafe { proxy_remove_header_map_value(kind, name.as_ptr(), name.len()) })
 }
 
-pub(crate) fn send_local_response(status: u32, headers: &[(&str, &str)], body: &[u8]) -> Result<(), Status> {
+pub(crate) fn send_local_response<N: AsRef<str>, V: AsRef<str>>(
+    status: u32,
+    headers: &[(N, V)],
+    body: &[u8],
+) -> Result<(), Status> {
     let headers = HeaderMap::encode(headers);
     // SAFETY: valid pointers and lengths into our memory; no details, no gRPC status.
     check(unsafe {

@@ -46,8 +46,7 @@ struct Host<'a> {
 
 impl Host<'_> {
     fn send(r: LocalResponse) {
-        let headers: Vec<(&str, &str)> = r.headers.iter().map(|(n, v)| (*n, v.as_ref())).collect();
-        if let Err(abi::Status(s)) = abi::send_local_response(r.status, &headers, &r.body) {
+        if let Err(abi::Status(s)) = abi::send_local_response(r.status, &r.headers, &r.body) {
             log(LogLevel::Error, &format!("could not send the local response: status {s}"));
         }
     }

@@ -31,6 +31,10 @@ With --modes, the (one) build is also measured as users may run it otherwise:
                       the token endpoint, answered inside the filter
   direct              the same response bytes from Envoy's direct_response
                       (behind the buffer filter, which reads the body first)
+  floor_token         the same response bytes from the empty filter (a local
+                      reply once the body is in): the least a proxy-wasm
+                      token endpoint costs; token/floor_token is what
+                      Tollgate's own work leaves of it
 and then NAME_static, NAME and NAME_10k once more with the requests spaced
 STAMP_SPACING_MS apart (`*_spaced`). Why: in sidecar mode a worker re-reads
 the profile stamp from shared data at most once per 5 ms
@@ -56,7 +60,7 @@ ratios of the throughput bench, which leave out the kernel's share); with
 --modes also `NAME_static=I NAME_10k=I NAME_static_spaced=I NAME_spaced=I
 NAME_10k_spaced=I stamp_read=I NAME_static/passthrough=R
 NAME/NAME_static(spaced)=R NAME_10k/NAME(spaced)=R token/direct=R
-sidecar_within_2pct_from_rps_per_worker=N`.
+floor_token/direct=R token/floor_token=R sidecar_within_2pct_from_rps_per_worker=N`.
 """
 from __future__ import annotations
 
@@ -120,6 +124,11 @@ def config(ports: dict, admin: int, guards: dict, floor: str, sidecars: dict, di
     if direct_body is not None:
         listeners.append(render.listener("direct", ports["direct"],
                                          [direct_route(direct_body, TOKEN_RESPONSE_HEADERS)], [BUFFER_FILTER]))
+        # The floor answering the token request itself: its plugin
+        # configuration is the body it sends (tests/bench/floor).
+        floor_token = render.wasm_filter(floor, {}, hold=True, vm_id="tollgate_floor")
+        floor_token["typed_config"]["config"]["configuration"]["value"] = direct_body
+        listeners.append(render.listener("floor_token", ports["floor_token"], [route_to("upstream")], [floor_token]))
     listeners.append(render.listener("fake_upstream", ports["fake_upstream"], [direct_route(UPSTREAM_BODY)], []))
     clusters = [render.cluster("upstream", ports["fake_upstream"]),
                 *(render.cluster(cluster, sidecar.port) for cluster, sidecar in sidecars.items())]
@@ -154,6 +163,15 @@ def token_response_like(profile: dict) -> str:
     return json.dumps({"access_token": token, "token_type": "bearer", "expires_in": 3600}, separators=(",", ":"))
 
 
+def token_answer(port: int, headers: dict) -> str:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request("POST", TOKEN_PATH, body=TOKEN_BODY, headers=headers)
+        return conn.getresponse().read().decode(errors="replace")
+    finally:
+        conn.close()
+
+
 def modes_fields(name: str, counts: dict) -> list:
     """The --modes figures: the stamp read's cost and what follows from it."""
     static, sidecar = counts[f"{name}_static_spaced"], counts[f"{name}_spaced"]
@@ -166,6 +184,8 @@ def modes_fields(name: str, counts: dict) -> list:
             f"{name}/{name}_static(spaced)={static / sidecar:.3f}",
             f"{name}_10k/{name}(spaced)={sidecar / counts[f'{name}_10k_spaced']:.3f}",
             f"token/direct={counts['direct'] / counts['token']:.3f}",
+            f"floor_token/direct={counts['direct'] / counts['floor_token']:.3f}",
+            f"token/floor_token={counts['floor_token'] / counts['token']:.3f}",
             f"sidecar_within_2pct_from_rps_per_worker={max(from_rps, 0):.0f}"]
 
 
@@ -260,7 +280,7 @@ def main(argv=None) -> int:
             guards[f"{name}_10k"] = (wasm, sidecar_plugin_config(sidecar_10k, SIDECAR_10K_CLUSTER))
             basics[f"{name}_10k"] = basic_auth(many[n // 2]["profile"]["client_id"], many[n // 2]["client_secret"])
         names = ("passthrough", "passthrough_bearer", "floor", "floor_bearer", *guards,
-                 *(("direct",) if a.modes else ()), "fake_upstream")
+                 *(("direct", "floor_token") if a.modes else ()), "fake_upstream")
         ports = free_ports(names, exclude={s.port for s in sidecars.values()})
         admin = harness.free_port()
         cfg_path = tmp / "envoy.json"
@@ -286,9 +306,17 @@ def main(argv=None) -> int:
             token_request = {"method": "POST", "path": TOKEN_PATH, "body": TOKEN_BODY}
             token_headers = {"Authorization": basics[f"{name}_static"], "Content-Type": FORM}
             plan += [("token", f"{name}_static", token_headers, 0.0, token_request),
-                     ("direct", "direct", token_headers, 0.0, token_request)]
+                     ("direct", "direct", token_headers, 0.0, token_request),
+                     ("floor_token", "floor_token", token_headers, 0.0, token_request)]
             plan += [(f"{g}_spaced", g, {"Authorization": f"Bearer {tokens[g]}"}, STAMP_SPACING_MS / 1000, {})
                      for g in (f"{name}_static", name, f"{name}_10k")]
+        if a.modes:
+            # The floor answers a token request itself, or the listener is
+            # not what it is meant to be (a request routed upstream is a 200
+            # too, and counts the upstream's work).
+            got = token_answer(ports["floor_token"], token_headers)
+            if got != direct_body:
+                raise BenchError(f"floor_token answered {got[:80]!r}, not the token response")
         # Envoy's own background work (a poller's long poll ending, a stats
         # flush) lands in whichever scenario is being counted, and only ever
         # adds: every scenario is counted in each round, and its least count
