@@ -1,10 +1,10 @@
 //! The token endpoint's decision: given parsed credentials and the profile
 //! set, mint a token or refuse.
 
-use crate::error::{InvalidClient, TokenError};
-use crate::jwt;
 use std::rc::Rc;
 
+use crate::error::{InvalidClient, TokenError};
+use crate::jwt;
 use crate::profile::{Profile, ProfileLookup, MAX_CLIENT_ID_LEN};
 use crate::token_request::ClientCredentials;
 
